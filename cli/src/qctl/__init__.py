@@ -1,0 +1,1 @@
+"""qctl package."""

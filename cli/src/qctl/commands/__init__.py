@@ -1,0 +1,1 @@
+"""qctl's commands, one module per group."""

@@ -1,0 +1,411 @@
+"""A whole local qstack as child processes: database, registry, scheduler and workers."""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import ctypes
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import httpx
+
+from qctl.embedded import EmbeddedPostgres, process_alive
+from qshared.client import Client
+from qshared.errors import QstackError
+
+_PR_SET_PDEATHSIG = 1
+
+
+class StackError(QstackError):
+    """The local stack could not be started."""
+
+    code = "stack_failed"
+
+
+def command_for(name: str) -> list[str]:
+    """How to run a qstack console script with this interpreter.
+
+    The script installed next to `sys.executable` (the venv's bin/) if present, else
+    `python -m name`; never a same-named script of some other environment on PATH.
+    """
+    script = Path(sys.executable).parent / name
+    if script.is_file() and os.access(script, os.X_OK):
+        return [str(script)]
+    return [sys.executable, "-m", name]
+
+
+def port_in_use(host: str, port: int) -> bool:
+    """True when something is bound to host:port (a socket in TIME_WAIT does not count)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def _tail(path: Path, offset: int = 0, lines: int = 15) -> str:
+    try:
+        with path.open("rb") as fh:
+            fh.seek(offset)
+            text = fh.read().decode(errors="replace")
+    except OSError:
+        return "(no log)"
+    return "\n".join(text.splitlines()[-lines:]) or "(log is empty)"
+
+
+@dataclass
+class Service:
+    """One child process of the stack, where it answers and where it logs."""
+
+    name: str
+    kind: str
+    argv: list[str]
+    env: dict[str, str]
+    host: str
+    port: int
+    log_path: Path
+    proc: subprocess.Popen[bytes] | None = None
+    log_offset: int = 0
+    reported: bool = False
+    _log: IO[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def returncode(self) -> int | None:
+        """None while running (or never started); the exit code once it ended."""
+        return self.proc.poll() if self.proc is not None else None
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log_tail(self, lines: int = 15) -> str:
+        """The last lines this run of the process wrote."""
+        return _tail(self.log_path, self.log_offset, lines)
+
+
+class Stack:
+    """A local qstack started and stopped as one: what `qctl up`, `qctl demo` and e2e tests run.
+
+    Ports: registry `port_base + 1`, scheduler `+ 2`, failover `+ 3` (when enabled),
+    worker i `+ 10 + i`. Without `database_url` an embedded PostgreSQL is started in
+    `state_dir/pg`; logs go to `state_dir/logs/<name>.log`.
+    """
+
+    def __init__(
+        self, *, workers: int = 3, database_url: str | None = None, port_base: int = 8080,
+        concurrency: int = 4, queues: Sequence[str] = ("default", "emails", "reports"),
+        token: str | None = None, host: str = "127.0.0.1", state_dir: Path | str = ".qstack",
+        log_level: str = "info", app: str | None = None, env: Mapping[str, str] | None = None,
+        startup_timeout: float = 30.0, failover: bool = False, migrate: bool = True,
+        on_exit: Callable[[Service, int], None] | None = None,
+        log: Callable[[str], None] | None = None,
+    ) -> None:
+        if workers < 0:
+            raise ValueError("workers must be >= 0")
+        self.workers, self.concurrency, self.queues = workers, concurrency, list(queues)
+        self.host, self.port_base, self.app = host, port_base, app
+        self.state_dir = Path(state_dir).absolute()
+        self.log_dir = self.state_dir / "logs"
+        self.log_level, self.extra_env = log_level, dict(env or {})
+        self.startup_timeout, self.failover, self.migrate = startup_timeout, failover, migrate
+        self.token = token or secrets.token_urlsafe(24)
+        self.token_generated = token is None
+        self.embedded: EmbeddedPostgres | None = None
+        self._database_url = database_url
+        self._log = log or (lambda _msg: None)
+        self._on_exit = on_exit or (lambda s, rc: self._log(f"{s.name} exited with code {rc}"))
+        self._stop_requested = False
+        self._force = False
+        self._stopped = True
+        self._db_reported = False
+        self.services: dict[str, Service] = {}
+        self._plan()
+
+    # -- addresses -----------------------------------------------------------------------
+    @property
+    def registry_url(self) -> str:
+        return self.services["registry"].url
+
+    @property
+    def scheduler_url(self) -> str:
+        return self.services["scheduler"].url
+
+    @property
+    def worker_urls(self) -> list[str]:
+        return [s.url for s in self.services.values() if s.kind == "worker"]
+
+    @property
+    def database_url(self) -> str:
+        """The database in use (the embedded one's DSN once started)."""
+        if self._database_url is None:
+            raise StackError("the stack's database is not started")
+        return self._database_url
+
+    def client(self, timeout: float = 30.0) -> Client:
+        """A qshared client of this stack's scheduler, with its token."""
+        return Client(self.scheduler_url, self.token, timeout=timeout)
+
+    def summary(self) -> dict[str, Any]:
+        """What is running where, for printing."""
+        return {
+            "database_url": self._database_url,
+            "embedded_database": self.embedded is not None,
+            "registry_url": self.registry_url, "scheduler_url": self.scheduler_url,
+            "worker_urls": self.worker_urls, "token": self.token,
+            "queues": self.queues, "concurrency": self.concurrency,
+            "log_dir": str(self.log_dir),
+        }
+
+    # -- plan ----------------------------------------------------------------------------
+    def _plan(self) -> None:
+        plan = [("registry", "registry", 1), ("scheduler", "scheduler", 2)]
+        if self.failover:
+            plan.append(("failover", "failover", 3))
+        plan += [(f"worker-{i + 1}", "worker", 10 + i) for i in range(self.workers)]
+        for name, kind, offset in plan:
+            port = self.port_base + offset
+            argv = command_for(f"q{kind}")
+            if kind == "worker":
+                argv += ["start", "--queues", ",".join(self.queues),
+                         "--concurrency", str(self.concurrency), "--port", str(port)]
+                if self.app:
+                    argv += ["--app", self.app]
+            self.services[name] = Service(
+                name, kind, argv, {}, self.host, port, self.log_dir / f"{name}.log"
+            )
+
+    def _env(self, service: Service) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update({
+            "DATABASE_URL": self.database_url, "QSTACK_TOKEN": self.token,
+            "QSTACK_HOST": self.host, "QSTACK_PORT": str(service.port),
+            "QSTACK_REGISTRY_URL": self.registry_url, "QSTACK_SCHEDULER_URL": self.scheduler_url,
+            "QSTACK_ADVERTISE_URL": service.url, "LOG_LEVEL": self.log_level,
+            "WORKER_QUEUES": ",".join(self.queues), "WORKER_CONCURRENCY": str(self.concurrency),
+            "PYTHONUNBUFFERED": "1",
+        })
+        if service.kind == "worker" and self.app:
+            # console scripts do not put the working directory on sys.path; --app may live there
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [os.getcwd(), env.get("PYTHONPATH")]))
+        env.update(self.extra_env)
+        return env
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def start(self) -> None:
+        """Start the database (if embedded), migrate, then every service; wait until healthy.
+
+        Raises StackError naming the service (with the tail of its log) when one does not
+        come up; everything already started is stopped again first.
+        """
+        if not self._stopped:
+            return
+        self._stopped = self._stop_requested = self._force = False
+        self._db_reported = False
+        atexit.register(self.stop)
+        try:
+            busy = [f"{s.port} ({s.name})" for s in self.services.values()
+                    if port_in_use(self.host, s.port)]
+            if busy:
+                raise StackError(f"ports already in use on {self.host}: {', '.join(busy)}")
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            if self._database_url is None:
+                self._log(f"starting embedded PostgreSQL in {self.state_dir / 'pg'}")
+                self.embedded = EmbeddedPostgres(self.state_dir / "pg")
+                self._database_url = self.embedded.start()
+            if self.migrate:
+                from qctl.database import migrate
+
+                applied = migrate(self.database_url)
+                self._log(f"migrations applied: {', '.join(applied)}" if applied
+                          else "database schema is up to date")
+            front = [s for s in self.services.values() if s.kind != "worker"]
+            workers = [s for s in self.services.values() if s.kind == "worker"]
+            for group in (front, workers):
+                for service in group:
+                    self._spawn(service, truncate=True)
+                self._wait_healthy(group)
+        except BaseException:
+            self.stop(grace=5.0)
+            raise
+
+    def _spawn(self, service: Service, truncate: bool = False) -> None:
+        service.env = self._env(service)
+        service._log = service.log_path.open("wb" if truncate else "ab")
+        service.log_offset = service._log.tell()
+        service.reported = False
+        # PR_SET_PDEATHSIG fires when the forking *thread* ends, so only from the main thread
+        in_main = threading.current_thread() is threading.main_thread()
+        libc = _load_libc() if in_main else None
+        self._log(f"starting {service.name} on {service.url}")
+        service.proc = subprocess.Popen(
+            service.argv, env=service.env, stdin=subprocess.DEVNULL, stdout=service._log,
+            stderr=subprocess.STDOUT,
+            # own process group: a Ctrl-C in the terminal reaches qctl only, which then
+            # stops the children in order
+            process_group=0,
+            preexec_fn=_die_with_parent if libc is not None else None,
+        )
+
+    def _wait_healthy(self, services: Sequence[Service]) -> None:
+        pending = list(services)
+        deadline = time.monotonic() + self.startup_timeout
+        with httpx.Client(timeout=2.0) as http:
+            while pending:
+                for service in list(pending):
+                    rc = service.returncode
+                    if rc is not None:
+                        service.reported = True
+                        raise StackError(
+                            f"{service.name} exited with code {rc} while starting; "
+                            f"last lines of {service.log_path}:\n{service.log_tail()}"
+                        )
+                    with contextlib.suppress(httpx.HTTPError):
+                        if http.get(f"{service.url}/health").status_code == 200:
+                            pending.remove(service)
+                            self._log(f"{service.name} is healthy")
+                if not pending:
+                    return
+                if time.monotonic() > deadline or self._stop_requested:
+                    names = ", ".join(s.name for s in pending)
+                    first = pending[0]
+                    raise StackError(
+                        f"{names} did not answer {first.url}/health with 200 within "
+                        f"{self.startup_timeout:.0f}s; last lines of {first.log_path}:\n"
+                        f"{first.log_tail()}"
+                    )
+                time.sleep(0.1)
+
+    def request_stop(self) -> None:
+        """Make wait() return (safe to call from a signal handler); a second call forces."""
+        if self._stop_requested:
+            self._force = True
+        self._stop_requested = True
+
+    def poll(self) -> list[Service]:
+        """Children that ended since the last poll (each reported once to on_exit)."""
+        ended = []
+        for service in self.services.values():
+            rc = service.returncode
+            if rc is not None and not service.reported:
+                service.reported = True
+                ended.append(service)
+                self._on_exit(service, rc)
+        if self.embedded is not None and self.embedded.started and not self._db_reported:
+            pid = self.embedded.pid
+            if pid is not None and not process_alive(pid):
+                self._db_reported = True
+                self._log(f"embedded PostgreSQL (pid {pid}) is gone; see {self.embedded.log_path}")
+        return ended
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Block until request_stop(), `timeout`, or every child has ended; report deaths."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self._stop_requested:
+            self.poll()
+            if not any(s.running for s in self.services.values()):
+                return
+            if deadline is not None and time.monotonic() > deadline:
+                return
+            time.sleep(0.2)
+
+    def stop(self, grace: float = 10.0) -> None:
+        """SIGTERM the workers, then the services; SIGKILL what outlives `grace`; stop the db."""
+        if self._stopped:
+            return
+        self._stopped = True
+        atexit.unregister(self.stop)
+        try:
+            workers = [s for s in self.services.values() if s.kind == "worker"]
+            front = [s for s in self.services.values() if s.kind != "worker"]
+            for group in (workers, front):
+                self._terminate(group, grace)
+        finally:
+            for service in self.services.values():
+                if service._log is not None:
+                    service._log.close()
+                    service._log = None
+            if self.embedded is not None:
+                self._log("stopping embedded PostgreSQL")
+                self.embedded.stop()
+                self._database_url = None
+                self.embedded = None
+
+    def _terminate(self, services: Sequence[Service], grace: float) -> None:
+        live = [s for s in services if s.running]
+        for service in live:
+            self._log(f"stopping {service.name}")
+            with contextlib.suppress(ProcessLookupError):
+                service.proc.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
+        deadline = time.monotonic() + grace
+        while any(s.running for s in live) and time.monotonic() < deadline and not self._force:
+            time.sleep(0.05)
+        for service in live:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                # the whole group: a worker's own children go too
+                os.killpg(service.proc.pid, signal.SIGKILL)  # type: ignore[union-attr]
+            if service.running:
+                self._log(f"{service.name} did not stop within {grace:.0f}s: killed")
+            service.proc.wait()  # type: ignore[union-attr]
+            service.reported = True
+
+    # -- chaos helpers -------------------------------------------------------------------
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        """Send a signal to one child (SIGKILL by default)."""
+        service = self.services[name]
+        if service.running:
+            service.proc.send_signal(sig)  # type: ignore[union-attr]
+            if sig == signal.SIGKILL:
+                service.proc.wait()  # type: ignore[union-attr]
+                service.reported = True
+
+    def restart(self, name: str) -> None:
+        """Start one child again (after it died or was killed) and wait until it is healthy."""
+        service = self.services[name]
+        if service.running:
+            raise StackError(f"{name} is still running")
+        if service._log is not None:
+            service._log.close()
+        self._spawn(service)
+        self._wait_healthy([service])
+
+    def __enter__(self) -> Stack:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+_libc: Any = None
+
+
+def _load_libc() -> Any:
+    """libc, loaded in the parent: dlopen after fork in a threaded process can deadlock."""
+    global _libc
+    if _libc is None and sys.platform == "linux":
+        with contextlib.suppress(OSError):
+            _libc = ctypes.CDLL(None, use_errno=True)
+    return _libc
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: get SIGTERM when qctl dies, even by SIGKILL (Linux)."""
+    if _libc is not None:
+        _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)

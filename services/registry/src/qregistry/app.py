@@ -1,0 +1,42 @@
+"""The registry application: worker registration, heartbeats, health checks."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+from qshared.config import Settings
+from qshared.http import make_app, metrics_handler
+from qshared.storage import open_storage
+
+from qregistry import views
+from qregistry.views import SETTINGS, STORAGE
+
+
+def create_app(settings: Settings) -> web.Application:
+    """The registry's app: storage opened and closed in cleanup_ctx."""
+    app = make_app(settings.qstack_token)
+    app[SETTINGS] = settings
+
+    async def storage_ctx(app: web.Application) -> AsyncIterator[None]:
+        app[STORAGE] = await open_storage(
+            settings.dsn, pool_size=settings.db_pool_size, max_idle=settings.db_max_idle_time
+        )
+        yield
+        await app[STORAGE].close()
+
+    app.cleanup_ctx.append(storage_ctx)
+    app.add_routes([
+        web.post("/api/v1/workers", views.register),
+        web.get("/api/v1/workers", views.list_workers),
+        web.get("/api/v1/workers/stats", views.worker_stats),
+        web.get("/api/v1/workers/{worker_id}", views.get_worker),
+        web.post("/api/v1/workers/{worker_id}/heartbeat", views.heartbeat),
+        web.post("/api/v1/workers/{worker_id}/drain", views.drain),
+        web.post("/api/v1/workers/{worker_id}/stop", views.stop),
+        web.delete("/api/v1/workers/{worker_id}", views.deregister),
+        web.get("/admin/queue/workers", views.list_workers),
+        web.get(settings.health_check_endpoint, views.health),
+        web.get("/metrics", metrics_handler),
+    ])
+    return app

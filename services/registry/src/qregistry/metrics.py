@@ -1,0 +1,13 @@
+"""The registry's Prometheus objects (the specification's names, exactly)."""
+
+from prometheus_client import Counter, Gauge
+
+HEALTH_CHECKS = Counter(
+    "worker_health_checks", "Worker health checks recorded, by status.", ["status"]
+)
+HEALTH_CHECKS_FAILED = Counter(
+    "worker_health_checks_failed", "Worker health checks graded unhealthy."
+)
+WORKERS = Gauge("qstack_workers", "Registered workers by status.", ["status"])
+DB_POOL_ACTIVE = Gauge("db_connection_pool_active", "Database connections in use.")
+DB_POOL_MAX = Gauge("db_connection_pool_max", "Database connection pool size.")

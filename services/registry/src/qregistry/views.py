@@ -1,0 +1,138 @@
+"""HTTP handlers of the registry: parse, call storage, reply."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from qshared.config import Settings
+from qshared.errors import Conflict, NotFound, ValidationFailed
+from qshared.http import json_response, read_model
+from qshared.schemas import (
+    HeartbeatIn,
+    HeartbeatOut,
+    RegisteredOut,
+    WorkerIn,
+    WorkerListOut,
+    WorkerOut,
+    WorkerStatsListOut,
+    WorkerStatsOut,
+)
+from qshared.storage import Storage
+
+from qregistry import metrics
+from qregistry.grading import grade
+
+SETTINGS = web.AppKey("settings", Settings)
+STORAGE = web.AppKey("storage", Storage)
+
+
+def _worker_id(request: web.Request) -> str:
+    return request.match_info["worker_id"]
+
+
+async def register(request: web.Request) -> web.Response:
+    body = await read_model(request, WorkerIn)
+    settings = request.app[SETTINGS]
+    row = await request.app[STORAGE].register_worker(body.model_dump())
+    out = RegisteredOut(
+        id=row["id"], status=row["status"],
+        heartbeat_interval_s=settings.worker_health_check_interval,
+        registration_ttl_s=settings.worker_registration_ttl,
+    )
+    return json_response(out, status=201)
+
+
+async def heartbeat(request: web.Request) -> web.Response:
+    body = await read_model(request, HeartbeatIn)
+    worker_id = _worker_id(request)
+    h = body.health
+    status, reasons = grade(
+        loop_lag_ms=h.loop_lag_ms, cpu_percent=h.cpu_percent,
+        jobs_done=h.jobs_done_recent, jobs_failed=h.jobs_failed_recent,
+    )
+    health = {**h.model_dump(), "status": status, "details": {"reasons": reasons}}
+    storage = request.app[STORAGE]
+    row = await storage.heartbeat(worker_id, health)
+    if row is None:
+        known = await storage.get_worker(worker_id)
+        if known is None:
+            raise NotFound(f"unknown worker {worker_id!r}; register first")
+        raise Conflict(f"worker {worker_id!r} is {known['status']}", code=f"worker_{known['status']}")
+    metrics.HEALTH_CHECKS.labels(status=status).inc()
+    if status == "unhealthy":
+        metrics.HEALTH_CHECKS_FAILED.inc()
+    commands = [row["requested"]] if row["requested"] in ("drain", "stop") else []
+    return json_response(HeartbeatOut(status=row["status"], health=status, commands=commands))
+
+
+async def deregister(request: web.Request) -> web.Response:
+    row = await request.app[STORAGE].set_worker_status(_worker_id(request), "stopped")
+    if row is None:
+        raise NotFound(f"unknown worker {_worker_id(request)!r}")
+    return json_response(WorkerOut.from_row(row))
+
+
+async def _control(request: web.Request, what: str) -> web.Response:
+    storage = request.app[STORAGE]
+    worker_id = _worker_id(request)
+    row = await storage.request_worker(worker_id, what)
+    if row is None:
+        known = await storage.get_worker(worker_id)
+        if known is None:
+            raise NotFound(f"unknown worker {worker_id!r}")
+        raise Conflict(f"worker {worker_id!r} is {known['status']}; cannot {what} it")
+    return json_response(WorkerOut.from_row(row))
+
+
+async def drain(request: web.Request) -> web.Response:
+    return await _control(request, "drain")
+
+
+async def stop(request: web.Request) -> web.Response:
+    return await _control(request, "stop")
+
+
+async def list_workers(request: web.Request) -> web.Response:
+    status = request.query.get("status")
+    if status is not None and status not in ("active", "draining", "stopped", "failed"):
+        raise ValidationFailed(f"status must be active, draining, stopped or failed, got {status!r}")
+    rows = await request.app[STORAGE].list_workers(status)
+    return json_response(WorkerListOut(workers=[WorkerOut.from_row(r) for r in rows]))
+
+
+async def get_worker(request: web.Request) -> web.Response:
+    storage = request.app[STORAGE]
+    worker_id = _worker_id(request)
+    rows = [r for r in await storage.list_workers(None) if r["id"] == worker_id]
+    if not rows:
+        raise NotFound(f"unknown worker {worker_id!r}")
+    checks = await storage.recent_health_checks(worker_id, 20)
+    data = WorkerOut.from_row(rows[0]).model_dump(mode="json")
+    data["health_checks"] = checks
+    return json_response(data)
+
+
+async def worker_stats(request: web.Request) -> web.Response:
+    rows = await request.app[STORAGE].worker_stats()
+    return json_response(WorkerStatsListOut(workers=[WorkerStatsOut(**r) for r in rows]))
+
+
+async def health(request: web.Request) -> web.Response:
+    storage = request.app[STORAGE]
+    checks: dict[str, object] = {}
+    try:
+        await storage.ping()
+        checks["database"] = "ok"
+        workers = await storage.list_workers(None)
+    except Exception as exc:  # /health reports, it does not raise
+        checks["database"] = f"failing: {exc}"
+        return json_response({"status": "failing", "service": "registry", "checks": checks}, 503)
+    by_status: dict[str, int] = {}
+    for w in workers:
+        by_status[w["status"]] = by_status.get(w["status"], 0) + 1
+    for status in ("active", "draining", "stopped", "failed"):
+        metrics.WORKERS.labels(status=status).set(by_status.get(status, 0))
+    checks["workers"] = by_status
+    active, used_max = storage.pool_stats()
+    metrics.DB_POOL_ACTIVE.set(active)
+    metrics.DB_POOL_MAX.set(used_max)
+    return json_response({"status": "ok", "service": "registry", "checks": checks})

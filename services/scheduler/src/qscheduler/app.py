@@ -1,0 +1,64 @@
+"""The scheduler application: enqueue API, dispatcher, queue statistics."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+from qshared.config import Settings
+from qshared.http import make_app, metrics_handler
+from qshared.storage import open_storage
+
+from qscheduler import views
+from qscheduler.dispatch import Dispatcher
+from qscheduler.views import DISPATCHER, SETTINGS, STORAGE
+
+
+def create_app(settings: Settings) -> web.Application:
+    """The scheduler's app: storage and the dispatcher loop live in cleanup_ctx."""
+    app = make_app(settings.qstack_token)
+    app[SETTINGS] = settings
+    owner = f"scheduler:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+    async def storage_ctx(app: web.Application) -> AsyncIterator[None]:
+        app[STORAGE] = await open_storage(
+            settings.dsn, pool_size=settings.db_pool_size, max_idle=settings.db_max_idle_time
+        )
+        yield
+        await app[STORAGE].close()
+
+    async def dispatcher_ctx(app: web.Application) -> AsyncIterator[None]:
+        dispatcher = Dispatcher(
+            app[STORAGE], owner=owner, leader_ttl=settings.qstack_leader_ttl,
+            heartbeat_ttl=settings.worker_registration_ttl, poll=settings.qstack_dispatch_poll,
+            batch=settings.qstack_dispatch_batch,
+        )
+        app[DISPATCHER] = dispatcher
+        stop = asyncio.Event()
+        task = asyncio.create_task(dispatcher.run(stop), name="dispatcher")
+        yield
+        stop.set()
+        try:
+            await asyncio.wait_for(task, timeout=10)
+        except TimeoutError:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    app.cleanup_ctx.extend([storage_ctx, dispatcher_ctx])
+    app.add_routes([
+        web.post("/api/v1/jobs", views.enqueue),
+        web.post("/api/v1/jobs/batch", views.enqueue_batch),
+        web.get("/api/v1/jobs/{job_id}", views.get_job),
+        web.post("/api/v1/jobs/{job_id}/cancel", views.cancel_job),
+        web.get("/admin/queue/jobs", views.list_jobs),
+        web.get("/admin/queue/stats", views.stats),
+        web.get(settings.health_check_endpoint, views.health),
+        web.get("/metrics", metrics_handler),
+    ])
+    return app

@@ -1,0 +1,114 @@
+"""The dispatcher: while leader, hands due pending jobs to the workers that have room."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from datetime import UTC, datetime
+
+from qshared.errors import StorageError
+from qshared.leases import Lease
+from qshared.storage import DISPATCH_CHANNEL, Storage
+
+from qscheduler import metrics
+from qscheduler.selection import RecentAssignments, choose
+
+log = logging.getLogger(__name__)
+
+LEADER_KEY = "qstack:leader:dispatcher"
+
+
+class Dispatcher:
+    """One per scheduler replica; only the lease holder dispatches."""
+
+    def __init__(
+        self, storage: Storage, *, owner: str, leader_ttl: float, heartbeat_ttl: float,
+        poll: float, batch: int,
+    ) -> None:
+        self.storage = storage
+        self.lease = Lease(storage, LEADER_KEY, owner, leader_ttl)
+        self.heartbeat_ttl = heartbeat_ttl
+        self.poll = poll
+        self.batch = batch
+        self.recent = RecentAssignments()
+        self.wake = asyncio.Event()
+        self.passes = 0
+        self.last_pass_at: float | None = None
+
+    async def dispatch_once(self) -> int:
+        """One pass. Returns: jobs assigned."""
+        workers = [w for w in await self.storage.worker_slots(self.heartbeat_ttl) if w.free > 0]
+        if not workers:
+            return 0
+        limits: dict[str, int] = {}
+        for w in workers:
+            for q in w.queues:
+                limits[q] = min(limits.get(q, 0) + w.free, self.batch)
+        recent = self.recent.counts()
+
+        def chooser(jobs):
+            t0 = time.perf_counter()
+            try:
+                return choose(jobs, workers, recent)[: self.batch]
+            finally:
+                metrics.SELECTION_SECONDS.observe(time.perf_counter() - t0)
+
+        t0 = time.perf_counter()
+        pairs = await self.storage.dispatch([w.id for w in workers], limits, chooser)
+        if pairs:
+            metrics.DISPATCH_SECONDS.observe(time.perf_counter() - t0)
+            metrics.DISPATCH_BATCH.observe(len(pairs))
+            self.recent.add(pairs)
+        return len(pairs)
+
+    async def _sleep_time(self) -> float:
+        nxt = await self.storage.next_run_at()
+        if nxt is None:
+            return self.poll
+        return min(max((nxt - datetime.now(UTC)).total_seconds(), 0.001), self.poll)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Chase the lease and dispatch until `stop`."""
+        lease_stop = asyncio.Event()
+        lease_task = asyncio.create_task(self.lease.run(lease_stop), name="dispatcher-lease")
+        sub = None
+        try:
+            while not stop.is_set():
+                if sub is None:
+                    with contextlib.suppress(StorageError):
+                        sub = await self.storage.subscribe(DISPATCH_CHANNEL, self.wake.set)
+                metrics.LEADER.labels(role="dispatcher").set(1 if self.lease.is_leader else 0)
+                if not self.lease.is_leader:
+                    await self._wait(stop, self.lease.changed, self.lease.ttl / 3)
+                    self.lease.changed.clear()
+                    continue
+                self.wake.clear()
+                try:
+                    assigned = await self.dispatch_once()
+                    self.passes += 1
+                    self.last_pass_at = time.monotonic()
+                    timeout = 0 if assigned else await self._sleep_time()
+                except StorageError as exc:
+                    log.warning("dispatch pass failed: %s", exc)
+                    timeout = 0.5
+                if timeout:
+                    await self._wait(stop, self.wake, timeout)
+                else:
+                    await asyncio.sleep(0)
+        finally:
+            metrics.LEADER.labels(role="dispatcher").set(0)
+            if sub is not None:
+                await sub.close()
+            lease_stop.set()
+            await lease_task
+
+    @staticmethod
+    async def _wait(stop: asyncio.Event, event: asyncio.Event, timeout: float) -> None:
+        waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(event.wait())]
+        try:
+            await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waiters:
+                w.cancel()

@@ -1,0 +1,23 @@
+"""The scheduler's Prometheus objects (the specification's names exactly; new ones qstack_)."""
+
+from prometheus_client import Counter, Gauge, Histogram
+
+_FAST = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+
+JOBS_ENQUEUED = Counter("qstack_jobs_enqueued", "Jobs accepted, by queue.", ["queue_name"])
+JOBS_ASSIGNED = Counter("qstack_jobs_assigned", "Jobs assigned to workers.", ["queue_name"])
+DISPATCH_SECONDS = Histogram(
+    "qstack_dispatch_batch_seconds", "Time of one dispatch pass that assigned jobs.",
+    buckets=_FAST,
+)
+SELECTION_SECONDS = Histogram(
+    "qstack_worker_selection_seconds", "Time to choose workers for one batch.", buckets=_FAST
+)
+DISPATCH_BATCH = Histogram(
+    "qstack_dispatch_batch_size", "Jobs assigned per dispatch pass.",
+    buckets=(1, 5, 10, 50, 100, 250, 500, 1000, 5000),
+)
+LEADER = Gauge("qstack_leader", "1 while this replica holds the role's leader lease.", ["role"])
+QUEUE_LENGTH = Gauge("queue_length", "Due pending jobs per queue.", ["queue_name"])
+DB_POOL_ACTIVE = Gauge("db_connection_pool_active", "Database connections in use.")
+DB_POOL_MAX = Gauge("db_connection_pool_max", "Database connection pool size.")

@@ -1,0 +1,81 @@
+"""Worker selection: most free slots first, ties to fewer recent assignments (pure logic)."""
+
+from __future__ import annotations
+
+import heapq
+import time
+from collections import defaultdict, deque
+from collections.abc import Iterable, Mapping
+
+from qshared.storage.base import PendingJob, WorkerSlots
+
+
+def choose(
+    jobs: Iterable[PendingJob], workers: Iterable[WorkerSlots], recent: Mapping[str, int]
+) -> list[tuple[int, str]]:
+    """Assign jobs (highest priority, then earliest run_at, first) to workers.
+
+    Each job goes to the eligible worker (serves its queue, has a free slot) with the most
+    free slots; ties go to the one with fewer recent assignments, then to the lower id, so
+    equal workers receive equal shares. Jobs no worker can take are left out.
+
+    Returns:
+        (job id, worker id) pairs.
+    """
+    free: dict[str, int] = {}
+    rec: dict[str, int] = {}
+    queues_of: dict[str, tuple[str, ...]] = {}
+    heaps: dict[str, list[tuple[int, int, str]]] = defaultdict(list)
+    for w in workers:
+        if w.free <= 0:
+            continue
+        free[w.id], rec[w.id], queues_of[w.id] = w.free, recent.get(w.id, 0), w.queues
+        for q in w.queues:
+            heaps[q].append((-w.free, rec[w.id], w.id))
+    for heap in heaps.values():
+        heapq.heapify(heap)
+
+    pairs: list[tuple[int, str]] = []
+    for job in sorted(jobs, key=lambda j: (-j.priority, j.run_at, j.id)):
+        heap = heaps.get(job.queue_name)
+        while heap:
+            neg_free, n, wid = heap[0]
+            if -neg_free == free[wid] and n == rec[wid] and free[wid] > 0:
+                break
+            heapq.heappop(heap)  # stale entry: the worker changed since it was pushed
+        if not heap:
+            continue
+        wid = heap[0][2]
+        pairs.append((job.id, wid))
+        free[wid] -= 1
+        rec[wid] += 1
+        if free[wid] > 0:
+            for q in queues_of[wid]:
+                heapq.heappush(heaps[q], (-free[wid], rec[wid], wid))
+    return pairs
+
+
+class RecentAssignments:
+    """Assignments per worker over a sliding window, in one-second buckets."""
+
+    def __init__(self, window_s: int = 60) -> None:
+        self.window_s = window_s
+        self._buckets: deque[tuple[int, dict[str, int]]] = deque()
+
+    def add(self, pairs: Iterable[tuple[int, str]], now: float | None = None) -> None:
+        second = int(now if now is not None else time.monotonic())
+        if not self._buckets or self._buckets[-1][0] != second:
+            self._buckets.append((second, defaultdict(int)))
+        bucket = self._buckets[-1][1]
+        for _job, wid in pairs:
+            bucket[wid] += 1
+
+    def counts(self, now: float | None = None) -> dict[str, int]:
+        horizon = int(now if now is not None else time.monotonic()) - self.window_s
+        while self._buckets and self._buckets[0][0] <= horizon:
+            self._buckets.popleft()
+        total: dict[str, int] = defaultdict(int)
+        for _second, bucket in self._buckets:
+            for wid, n in bucket.items():
+                total[wid] += n
+        return total

@@ -1,0 +1,145 @@
+"""HTTP handlers of the scheduler: jobs, queue statistics, health."""
+
+from __future__ import annotations
+
+import time
+
+import orjson
+from aiohttp import web
+from qshared.config import Settings
+from qshared.errors import Conflict, NotFound, PayloadTooLarge, ValidationFailed
+from qshared.http import int_param, json_response, read_model
+from qshared.schemas import (
+    AssignmentOut,
+    BatchOut,
+    EnqueuedOut,
+    JobBatchIn,
+    JobDetailOut,
+    JobIn,
+    JobListOut,
+    JobOut,
+    QueueStatsOut,
+    StatsOut,
+)
+from qshared.storage import Storage
+from qshared.storage.base import JOB_STATES, NewJob
+
+from qscheduler import metrics
+from qscheduler.dispatch import Dispatcher
+
+SETTINGS = web.AppKey("settings", Settings)
+STORAGE = web.AppKey("storage", Storage)
+DISPATCHER = web.AppKey("dispatcher", Dispatcher)
+
+
+def to_new_job(job: JobIn, settings: Settings, where: str = "payload") -> NewJob:
+    """Validate what pydantic cannot (payload size) and apply the defaults."""
+    payload = orjson.dumps(job.payload).decode()
+    if len(payload) > settings.qstack_max_payload_bytes:
+        raise PayloadTooLarge(
+            f"{where} is {len(payload)} bytes; the limit is {settings.qstack_max_payload_bytes}"
+            " (QSTACK_MAX_PAYLOAD_BYTES)"
+        )
+    return NewJob(
+        queue_name=job.queue or settings.queue_default, task_name=job.task,
+        payload_json=payload, priority=job.priority,
+        max_attempts=job.max_attempts or settings.qstack_default_max_attempts,
+        timeout=job.timeout_s or settings.qstack_default_timeout,
+        delay_s=job.start_delay(), unique_key=job.unique_key, lock_key=job.lock_key,
+    )
+
+
+async def enqueue(request: web.Request) -> web.Response:
+    body = await read_model(request, JobIn)
+    new = to_new_job(body, request.app[SETTINGS])
+    [res] = await request.app[STORAGE].enqueue([new])
+    if res.created:
+        metrics.JOBS_ENQUEUED.labels(queue_name=new.queue_name).inc()
+    return json_response(EnqueuedOut(id=res.id, created=res.created), 201 if res.created else 200)
+
+
+async def enqueue_batch(request: web.Request) -> web.Response:
+    settings = request.app[SETTINGS]
+    body = await read_model(request, JobBatchIn)
+    if len(body.jobs) > settings.qstack_max_batch:
+        raise ValidationFailed(
+            f"jobs: {len(body.jobs)} jobs in one batch; the limit is {settings.qstack_max_batch}"
+        )
+    new = [to_new_job(j, settings, f"jobs.{i}.payload") for i, j in enumerate(body.jobs)]
+    results = await request.app[STORAGE].enqueue(new)
+    counts: dict[str, int] = {}
+    for job, res in zip(new, results, strict=True):
+        if res.created:
+            counts[job.queue_name] = counts.get(job.queue_name, 0) + 1
+    for queue, n in counts.items():
+        metrics.JOBS_ENQUEUED.labels(queue_name=queue).inc(n)
+    out = BatchOut(jobs=[EnqueuedOut(id=r.id, created=r.created) for r in results])
+    return json_response(out, status=201)
+
+
+async def get_job(request: web.Request) -> web.Response:
+    job_id = int_param(request, "job_id")
+    storage = request.app[STORAGE]
+    row = await storage.get_job(job_id)
+    if row is None:
+        raise NotFound(f"no job with id {job_id}")
+    history = [AssignmentOut(**a) for a in await storage.job_assignments(job_id)]
+    base = JobOut.from_row(row).model_dump()
+    return json_response(JobDetailOut(**base, assignments=history))
+
+
+async def cancel_job(request: web.Request) -> web.Response:
+    job_id = int_param(request, "job_id")
+    storage = request.app[STORAGE]
+    cancelled = await storage.cancel_job(job_id)
+    row = await storage.get_job(job_id)
+    if row is None:
+        raise NotFound(f"no job with id {job_id}")
+    if not cancelled and row["status"] != "cancelled":
+        raise Conflict(
+            f"job {job_id} is {row['status']}; only pending or assigned jobs can be cancelled"
+        )
+    return json_response(JobOut.from_row(row))
+
+
+async def list_jobs(request: web.Request) -> web.Response:
+    q = request.query
+    status = q.get("status")
+    if status is not None and status not in JOB_STATES:
+        raise ValidationFailed(f"status must be one of {', '.join(JOB_STATES)}, got {status!r}")
+    limit = int_param(request, "limit") if "limit" in q else 100
+    before = int_param(request, "before") if "before" in q else None
+    rows = await request.app[STORAGE].list_jobs(
+        queue=q.get("queue"), status=status, task=q.get("task"), before_id=before,
+        limit=min(limit, 1000),
+    )
+    return json_response(JobListOut(jobs=[JobOut.from_row(r) for r in rows]))
+
+
+async def stats(request: web.Request) -> web.Response:
+    rows = await request.app[STORAGE].queue_stats()
+    out = StatsOut(queues=[QueueStatsOut(queue=r.pop("queue_name"), **r) for r in rows])
+    for qs in out.queues:
+        metrics.QUEUE_LENGTH.labels(queue_name=qs.queue).set(qs.pending)
+    return json_response(out)
+
+
+async def health(request: web.Request) -> web.Response:
+    storage = request.app[STORAGE]
+    dispatcher = request.app[DISPATCHER]
+    checks: dict[str, object] = {}
+    ok = True
+    try:
+        await storage.ping()
+        checks["database"] = "ok"
+    except Exception as exc:  # /health reports, it does not raise
+        checks["database"] = f"failing: {exc}"
+        ok = False
+    checks["dispatcher_leader"] = dispatcher.lease.is_leader
+    if dispatcher.last_pass_at is not None:
+        checks["last_dispatch_pass_age_s"] = round(time.monotonic() - dispatcher.last_pass_at, 3)
+    active, most = storage.pool_stats()
+    metrics.DB_POOL_ACTIVE.set(active)
+    metrics.DB_POOL_MAX.set(most)
+    body = {"status": "ok" if ok else "failing", "service": "scheduler", "checks": checks}
+    return json_response(body, 200 if ok else 503)

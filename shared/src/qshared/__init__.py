@@ -1,0 +1,1 @@
+"""qshared package."""

@@ -1,0 +1,271 @@
+"""API schemas (pydantic) shared by the services, the clients and the OpenAPI document."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+JobStatus = Literal["pending", "assigned", "running", "succeeded", "dead", "cancelled"]
+WorkerStatus = Literal["active", "draining", "stopped", "failed"]
+HealthStatus = Literal["healthy", "degraded", "unhealthy"]
+
+_NAME = r"^[A-Za-z0-9_.:\-]{1,200}$"
+
+
+class Strict(BaseModel):
+    """A request body: unknown fields are an error."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class JobIn(Strict):
+    """One job to enqueue."""
+
+    task: str = Field(pattern=_NAME, description="Registered task name, e.g. 'noop'.")
+    queue: str | None = Field(None, pattern=_NAME, description="Queue; QUEUE_DEFAULT if unset.")
+    payload: Any = Field(None, description="Any JSON value handed to the task.")
+    priority: int = Field(0, ge=-1000, le=1000, description="Higher runs first.")
+    delay_s: float | None = Field(None, ge=0, le=366 * 86400, description="Seconds to wait.")
+    run_at: datetime | None = Field(None, description="Earliest start (ISO 8601 with zone).")
+    max_attempts: int | None = Field(None, ge=1, le=1000, description="Attempts before dead.")
+    timeout_s: float | None = Field(None, gt=0, le=7 * 86400, description="Per-attempt limit.")
+    unique_key: str | None = Field(
+        None, min_length=1, max_length=255, description="A second job with this key is not added."
+    )
+    lock_key: str | None = Field(None, min_length=1, max_length=255, description="Mutex key.")
+
+    @model_validator(mode="after")
+    def _one_start(self) -> JobIn:
+        if self.delay_s is not None and self.run_at is not None:
+            raise ValueError("give delay_s or run_at, not both")
+        if self.run_at is not None and self.run_at.tzinfo is None:
+            raise ValueError("run_at needs a time zone (e.g. 2026-01-01T00:00:00Z)")
+        return self
+
+    def start_delay(self, now: datetime | None = None) -> float:
+        """Seconds from now until the job may start (never negative)."""
+        if self.run_at is not None:
+            now = now or datetime.now(UTC)
+            return max((self.run_at - now).total_seconds(), 0.0)
+        return self.delay_s or 0.0
+
+
+class JobBatchIn(Strict):
+    """Several jobs, inserted in one transaction."""
+
+    jobs: list[JobIn] = Field(min_length=1)
+
+
+class EnqueuedOut(BaseModel):
+    """The id of a submitted job; created is False when its unique_key was known."""
+
+    id: int
+    created: bool
+
+
+class BatchOut(BaseModel):
+    """The ids of a batch, in submission order."""
+
+    jobs: list[EnqueuedOut]
+
+
+class JobOut(BaseModel):
+    """A job as the API shows it."""
+
+    id: int
+    queue: str
+    task: str
+    payload: Any
+    priority: int
+    status: JobStatus
+    attempts: int
+    max_attempts: int
+    run_at: datetime
+    timeout_s: float
+    unique_key: str | None
+    lock_key: str | None
+    worker_id: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    last_error: str | None
+    result: Any
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> JobOut:
+        return cls(
+            id=row["id"], queue=row["queue_name"], task=row["task_name"],
+            payload=row["payload"], priority=row["priority"], status=row["status"],
+            attempts=row["attempts"], max_attempts=row["max_attempts"], run_at=row["run_at"],
+            timeout_s=row["timeout"], unique_key=row["unique_key"], lock_key=row["lock_key"],
+            worker_id=row["worker_id"], created_at=row["created_at"],
+            started_at=row["started_at"], finished_at=row["finished_at"],
+            last_error=row["last_error"], result=row["result"],
+        )
+
+
+class AssignmentOut(BaseModel):
+    """One assignment of a job to a worker."""
+
+    worker_id: str
+    token: int
+    assigned_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    outcome: str | None
+
+
+class JobDetailOut(JobOut):
+    """A job with its assignment history."""
+
+    assignments: list[AssignmentOut] = []
+
+
+class JobListOut(BaseModel):
+    """A page of jobs, newest first."""
+
+    jobs: list[JobOut]
+
+
+class QueueStatsOut(BaseModel):
+    """Counts by state for one queue."""
+
+    queue: str
+    pending: int
+    scheduled: int
+    assigned: int
+    running: int
+    succeeded: int
+    failed: int
+    dead: int
+    cancelled: int
+    oldest_pending_age_s: float
+
+
+class StatsOut(BaseModel):
+    """Every queue's counts."""
+
+    queues: list[QueueStatsOut]
+
+
+class WorkerIn(Strict):
+    """A worker registering itself."""
+
+    id: str = Field(pattern=_NAME)
+    hostname: str = Field(min_length=1, max_length=255)
+    pid: int = Field(ge=0)
+    queues: list[str] = Field(min_length=1)
+    concurrency: int = Field(ge=1, le=1024)
+    prefetch: int = Field(0, ge=0, le=100000)
+    version: str = Field("", max_length=64)
+    admin_url: str | None = Field(None, max_length=512)
+
+
+class HealthIn(Strict):
+    """A worker's own measurements, sent with each heartbeat."""
+
+    cpu_percent: float = Field(0.0, ge=0)
+    memory_bytes: int = Field(0, ge=0)
+    in_flight: int = Field(0, ge=0)
+    loop_lag_ms: float = Field(0.0, ge=0)
+    jobs_failed_recent: int = Field(0, ge=0)
+    jobs_done_recent: int = Field(0, ge=0)
+
+
+class HeartbeatIn(Strict):
+    """A heartbeat with the worker's health figures."""
+
+    health: HealthIn = HealthIn()
+
+
+class HeartbeatOut(BaseModel):
+    """The registry's answer: the worker's status and what it is asked to do."""
+
+    status: WorkerStatus
+    health: HealthStatus
+    commands: list[Literal["drain", "stop"]]
+
+
+class RegisteredOut(BaseModel):
+    """The registry's answer to a registration."""
+
+    id: str
+    status: WorkerStatus
+    heartbeat_interval_s: float
+    registration_ttl_s: float
+
+
+class WorkerOut(BaseModel):
+    """A worker as the registry shows it."""
+
+    id: str
+    hostname: str
+    pid: int
+    queues: list[str]
+    concurrency: int
+    prefetch: int
+    status: WorkerStatus
+    requested: str | None
+    version: str
+    admin_url: str | None
+    started_at: datetime
+    last_heartbeat_at: datetime
+    heartbeat_age_s: float | None = None
+    in_flight: int | None = None
+    health: HealthStatus | None = None
+    cpu_percent: float | None = None
+    memory_bytes: int | None = None
+    loop_lag_ms: float | None = None
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> WorkerOut:
+        data = dict(row)
+        data["queues"] = [q for q in row["queues"].split(",") if q]
+        return cls.model_validate(data, from_attributes=False)
+
+
+class WorkerListOut(BaseModel):
+    """Registered workers."""
+
+    workers: list[WorkerOut]
+
+
+class WorkerStatsOut(BaseModel):
+    """Per worker: assignments by outcome and mean run time."""
+
+    worker_id: str
+    assigned: int
+    succeeded: int
+    failed: int
+    dead: int
+    in_flight: int
+    avg_run_s: float
+
+
+class WorkerStatsListOut(BaseModel):
+    """Every worker's statistics."""
+
+    workers: list[WorkerStatsOut]
+
+
+class ErrorBody(BaseModel):
+    """The error's code and a message naming what was wrong."""
+
+    code: str
+    message: str
+
+
+class ErrorOut(BaseModel):
+    """Every error response."""
+
+    error: ErrorBody
+
+
+class HealthOut(BaseModel):
+    """A /health answer: overall status and what was checked."""
+
+    status: Literal["ok", "degraded", "failing"]
+    service: str
+    checks: dict[str, Any]

@@ -1,0 +1,28 @@
+"""Storage: one contract, one module per backend, chosen by URL scheme (drivers load lazily)."""
+
+from __future__ import annotations
+
+import hashlib
+
+from qshared.errors import ConfigError
+from qshared.storage.base import Storage
+
+DISPATCH_CHANNEL = "qstack_jobs"
+
+
+def worker_channel(worker_id: str) -> str:
+    """The wake-up channel of one worker (matches the SQL: 'qstack_w_' || md5(id))."""
+    return "qstack_w_" + hashlib.md5(worker_id.encode()).hexdigest()
+
+
+async def open_storage(url: str, *, pool_size: int = 20, max_idle: float = 3600) -> Storage:
+    """Open the backend the URL names (postgresql://...; mysql:// comes with its issue)."""
+    scheme = url.split("://", 1)[0].lower()
+    if scheme in ("postgresql", "postgres", "postgresql+asyncpg"):
+        from qshared.storage.postgres import PostgresStorage
+
+        return await PostgresStorage.open(url, pool_size=pool_size, max_idle=max_idle)
+    raise ConfigError(f"DATABASE_URL: unsupported database scheme {scheme!r} (use postgresql://)")
+
+
+__all__ = ["DISPATCH_CHANNEL", "Storage", "open_storage", "worker_channel"]

@@ -1,0 +1,290 @@
+"""The storage contract every backend implements, and the plain records it speaks in."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+JOB_STATES = ("pending", "assigned", "running", "succeeded", "dead", "cancelled")
+ACTIVE_STATES = ("assigned", "running")
+WORKER_STATES = ("active", "draining", "stopped", "failed")
+
+
+@dataclass(slots=True)
+class NewJob:
+    """A job to insert, already validated."""
+
+    queue_name: str
+    task_name: str
+    payload_json: str
+    priority: int = 0
+    max_attempts: int = 3
+    timeout: float = 300.0
+    delay_s: float = 0.0
+    unique_key: str | None = None
+    lock_key: str | None = None
+
+
+@dataclass(slots=True)
+class Enqueued:
+    """The id a submitted job got, and whether it was new (False: its unique_key was seen)."""
+
+    id: int
+    created: bool
+
+
+@dataclass(slots=True)
+class WorkerSlots:
+    """A worker that may receive jobs, with its room."""
+
+    id: str
+    queues: tuple[str, ...]
+    capacity: int
+    in_flight: int
+
+    @property
+    def free(self) -> int:
+        return max(self.capacity - self.in_flight, 0)
+
+
+@dataclass(slots=True)
+class PendingJob:
+    """A pending job the dispatcher may assign."""
+
+    id: int
+    queue_name: str
+    priority: int
+    run_at: datetime
+
+
+@dataclass(slots=True)
+class Assignment:
+    """A job as a worker receives it."""
+
+    id: int
+    token: int
+    queue_name: str
+    task_name: str
+    payload: Any
+    priority: int
+    attempts: int
+    max_attempts: int
+    timeout: float
+    created_at: datetime
+    run_at: datetime
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What a worker reports about one job: started, succeeded, retry (pending) or dead."""
+
+    id: int
+    token: int
+    status: str
+    started: float | None = None
+    finished: float | None = None
+    result_json: str | None = None
+    error: str | None = None
+    retry_in: float = 0.0
+
+
+Chooser = Callable[[list[PendingJob]], list[tuple[int, str]]]
+Callback = Callable[[], Any]
+
+
+class Subscription(abc.ABC):
+    """A live wake-up subscription; close() ends it."""
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+
+class Storage(abc.ABC):
+    """Everything qstack keeps, behind one interface per backend."""
+
+    dialect: str
+
+    # -- lifecycle ---------------------------------------------------------------------
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Close every connection."""
+
+    @abc.abstractmethod
+    async def ping(self) -> None:
+        """Raises:
+        StorageError: the database cannot be reached.
+        """
+
+    @abc.abstractmethod
+    def pool_stats(self) -> tuple[int, int]:
+        """Returns:
+        (connections in use, the pool's maximum).
+        """
+
+    @abc.abstractmethod
+    async def migrate(self) -> list[str]:
+        """Apply pending migrations under a lock.
+
+        Returns:
+            The names of the migrations applied now.
+        """
+
+    @abc.abstractmethod
+    async def migration_status(self) -> list[dict[str, Any]]:
+        """Returns:
+        One row per known migration: version, name, applied_at (None when pending).
+        """
+
+    # -- jobs --------------------------------------------------------------------------
+    @abc.abstractmethod
+    async def enqueue(self, jobs: Sequence[NewJob]) -> list[Enqueued]:
+        """Insert jobs in one transaction and wake the dispatcher.
+
+        Args:
+            jobs: validated jobs, in submission order.
+        Returns:
+            One Enqueued per input job, same order; a known unique_key yields the first id.
+        """
+
+    @abc.abstractmethod
+    async def get_job(self, job_id: int) -> dict[str, Any] | None:
+        """Returns: the job's row, or None."""
+
+    @abc.abstractmethod
+    async def job_assignments(self, job_id: int) -> list[dict[str, Any]]:
+        """Returns: the job's assignment history, oldest first."""
+
+    @abc.abstractmethod
+    async def cancel_job(self, job_id: int) -> bool:
+        """Cancel a pending or assigned job.
+
+        Returns:
+            True when it was cancelled now; False when it exists in another state or not.
+        """
+
+    @abc.abstractmethod
+    async def list_jobs(
+        self, *, queue: str | None, status: str | None, task: str | None,
+        before_id: int | None, limit: int,
+    ) -> list[dict[str, Any]]:
+        """Returns: jobs matching the filters, newest first."""
+
+    @abc.abstractmethod
+    async def queue_stats(self) -> list[dict[str, Any]]:
+        """Returns: per queue the counts by state and the oldest pending age in seconds."""
+
+    # -- dispatch ----------------------------------------------------------------------
+    @abc.abstractmethod
+    async def worker_slots(self, heartbeat_ttl: float) -> list[WorkerSlots]:
+        """Returns: active workers with a fresh heartbeat and what they hold."""
+
+    @abc.abstractmethod
+    async def dispatch(
+        self, worker_ids: Sequence[str], queue_limits: dict[str, int], choose: Chooser
+    ) -> list[tuple[int, str]]:
+        """One dispatch pass in one transaction.
+
+        Locks the workers (a stopping worker waits for the pass), picks up to
+        queue_limits[q] due pending jobs per queue with SKIP LOCKED, asks `choose` which
+        worker takes which job, writes the assignments and wakes the workers.
+
+        Returns:
+            The (job id, worker id) pairs assigned.
+        """
+
+    @abc.abstractmethod
+    async def next_run_at(self) -> datetime | None:
+        """Returns: the earliest run_at of a pending job that is not due yet."""
+
+    # -- worker side -------------------------------------------------------------------
+    @abc.abstractmethod
+    async def claim_assigned(self, worker_id: str, held: Sequence[int]) -> list[Assignment]:
+        """Returns: the jobs assigned to the worker that it does not hold yet."""
+
+    @abc.abstractmethod
+    async def report(self, outcomes: Sequence[Outcome]) -> list[tuple[int, str]]:
+        """Write a batch of outcomes; each must present the job's current token.
+
+        Returns:
+            (job id, new status) for the outcomes that applied.
+        """
+
+    @abc.abstractmethod
+    async def hand_back(self, worker_id: str) -> list[int]:
+        """Return the worker's unstarted jobs to pending. Returns: their ids."""
+
+    @abc.abstractmethod
+    async def release_running(self, worker_id: str, reason: str) -> list[tuple[int, str]]:
+        """Return the worker's started jobs to pending (or dead when out of attempts)."""
+
+    @abc.abstractmethod
+    async def subscribe(self, channel: str, callback: Callback) -> Subscription:
+        """Call `callback` on every wake-up on `channel` (and after a reconnect)."""
+
+    # -- registry ----------------------------------------------------------------------
+    @abc.abstractmethod
+    async def register_worker(self, worker: dict[str, Any]) -> dict[str, Any]:
+        """Insert or revive a worker row as active. Returns: the row."""
+
+    @abc.abstractmethod
+    async def heartbeat(
+        self, worker_id: str, health: dict[str, Any] | None
+    ) -> dict[str, Any] | None:
+        """Refresh the heartbeat and store a health check. Returns: status, requested."""
+
+    @abc.abstractmethod
+    async def set_worker_status(
+        self, worker_id: str, status: str, requested: str | None = None
+    ) -> dict[str, Any] | None:
+        """Returns: the updated row, or None for an unknown worker."""
+
+    @abc.abstractmethod
+    async def request_worker(self, worker_id: str, request: str) -> dict[str, Any] | None:
+        """Queue a control request (drain, stop). Returns: the row, or None."""
+
+    @abc.abstractmethod
+    async def get_worker(self, worker_id: str) -> dict[str, Any] | None:
+        """Returns: the worker's row, or None."""
+
+    @abc.abstractmethod
+    async def list_workers(self, status: str | None = None) -> list[dict[str, Any]]:
+        """Returns: workers with heartbeat age, in-flight count and latest health."""
+
+    @abc.abstractmethod
+    async def worker_stats(self) -> list[dict[str, Any]]:
+        """Returns: per worker the assignments by outcome and the mean run time."""
+
+    @abc.abstractmethod
+    async def recent_health_checks(self, worker_id: str, limit: int) -> list[dict[str, Any]]:
+        """Returns: the worker's latest health checks, newest first."""
+
+    # -- locks -------------------------------------------------------------------------
+    @abc.abstractmethod
+    async def acquire_lock(
+        self, key: str, owner: str, ttl: float, worker_id: str | None = None
+    ) -> tuple[int, datetime] | None:
+        """Returns: (fencing token, expires_at), or None while another owner holds it."""
+
+    @abc.abstractmethod
+    async def renew_lock(
+        self, key: str, owner: str, token: int, ttl: float
+    ) -> tuple[int, datetime] | None:
+        """Returns: (token, new expires_at), or None when the lease was lost."""
+
+    @abc.abstractmethod
+    async def release_lock(self, key: str, owner: str, token: int) -> bool:
+        """Returns: True when the owner's lock was released."""
+
+    @abc.abstractmethod
+    async def list_locks(self) -> list[dict[str, Any]]:
+        """Returns: every lock row with `live` and `expires_in_s`."""
+
+    @abc.abstractmethod
+    async def db_now(self) -> datetime:
+        """Returns: the database's clock."""
+
+
+Opener = Callable[..., Awaitable[Storage]]

@@ -1,0 +1,399 @@
+"""The PostgreSQL backend (asyncpg): the reference implementation of the storage contract."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+from collections.abc import Sequence
+from datetime import datetime
+from importlib import resources
+from typing import Any
+
+import asyncpg
+import orjson
+
+from qshared.errors import StorageError
+from qshared.storage.base import (
+    Assignment,
+    Callback,
+    Chooser,
+    Enqueued,
+    NewJob,
+    Outcome,
+    PendingJob,
+    Storage,
+    Subscription,
+    WorkerSlots,
+)
+from qshared.storage.queries import load_queries
+
+log = logging.getLogger(__name__)
+
+_TRANSIENT = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, asyncio.TimeoutError)
+
+
+def _translated(fn):
+    """Turn driver errors into StorageError at the backend boundary."""
+
+    @functools.wraps(fn)
+    async def wrapper(*args, **kwargs):
+        try:
+            return await fn(*args, **kwargs)
+        except StorageError:
+            raise
+        except _TRANSIENT as exc:
+            raise StorageError(f"postgres: {type(exc).__name__}: {exc}") from exc
+
+    return wrapper
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    await conn.set_type_codec(
+        "jsonb", schema="pg_catalog", format="text",
+        encoder=lambda v: orjson.dumps(v).decode(), decoder=orjson.loads,
+    )
+
+
+def migration_files(dialect: str) -> list[tuple[int, str, str]]:
+    """The (version, name, sql) of every migration of a dialect, in order."""
+    folder = resources.files("qshared").joinpath(f"migrations/{dialect}")
+    found = []
+    for entry in folder.iterdir():
+        if entry.name.endswith(".sql"):
+            version = int(entry.name.split("_", 1)[0])
+            found.append((version, entry.name.removesuffix(".sql"), entry.read_text()))
+    return sorted(found)
+
+
+class _PgSubscription(Subscription):
+    """A LISTEN on its own connection, re-established after a connection loss."""
+
+    def __init__(self, dsn: str, channel: str, callback: Callback) -> None:
+        self._dsn, self._channel, self._callback = dsn, channel, callback
+        self._conn: asyncpg.Connection | None = None
+        self._task: asyncio.Task | None = None
+        self._ready = asyncio.Event()
+
+    def _on_notify(self, *_args: object) -> None:
+        self._callback()
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"listen:{self._channel}")
+        await asyncio.wait_for(self._ready.wait(), timeout=30)
+
+    async def _run(self) -> None:
+        first = True
+        while True:
+            try:
+                self._conn = await asyncpg.connect(self._dsn, timeout=10)
+                await self._conn.add_listener(self._channel, self._on_notify)
+                self._ready.set()
+                if not first:
+                    self._callback()  # something may have happened while we were away
+                first = False
+                while not self._conn.is_closed():
+                    await asyncio.sleep(1.0)
+                    with contextlib.suppress(Exception):
+                        await self._conn.execute("SELECT 1", timeout=5)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # reconnect on any connection trouble
+                log.warning("listen %s: %s; reconnecting", self._channel, exc)
+                await asyncio.sleep(0.5)
+            finally:
+                if self._conn is not None and not self._conn.is_closed():
+                    with contextlib.suppress(Exception):
+                        await self._conn.close(timeout=2)
+
+    async def close(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+
+
+class PostgresStorage(Storage):
+    """Storage on PostgreSQL 13+."""
+
+    dialect = "postgres"
+
+    def __init__(self, pool: asyncpg.Pool, dsn: str, max_size: int) -> None:
+        self._pool = pool
+        self._dsn = dsn
+        self._max = max_size
+        self._q = load_queries("postgres")
+
+    @classmethod
+    @_translated
+    async def open(
+        cls, dsn: str, *, pool_size: int = 20, max_idle: float = 3600, min_size: int = 1
+    ) -> PostgresStorage:
+        dsn = dsn.replace("postgresql+asyncpg://", "postgresql://", 1)
+        pool = await asyncpg.create_pool(
+            dsn, min_size=min(min_size, pool_size), max_size=pool_size,
+            max_inactive_connection_lifetime=max_idle, init=_init_connection,
+            command_timeout=60,
+        )
+        return cls(pool, dsn, pool_size)
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._pool.close(), timeout=10)
+
+    @_translated
+    async def ping(self) -> None:
+        await self._pool.fetchval("SELECT 1", timeout=5)
+
+    def pool_stats(self) -> tuple[int, int]:
+        return self._pool.get_size() - self._pool.get_idle_size(), self._max
+
+    # -- migrations --------------------------------------------------------------------
+    @_translated
+    async def migrate(self) -> list[str]:
+        applied_now = []
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext('qstack:migrate'))")
+            await conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                " version INTEGER PRIMARY KEY, name TEXT NOT NULL,"
+                " applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+            )
+            done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
+            for version, name, sql in migration_files(self.dialect):
+                if version in done:
+                    continue
+                await conn.execute(sql)
+                await conn.execute(
+                    "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", version, name
+                )
+                applied_now.append(name)
+        return applied_now
+
+    @_translated
+    async def migration_status(self) -> list[dict[str, Any]]:
+        exists = await self._pool.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL")
+        rows = {}
+        if exists:
+            rows = {
+                r["version"]: r["applied_at"]
+                for r in await self._pool.fetch("SELECT version, applied_at FROM schema_migrations")
+            }
+        return [
+            {"version": v, "name": n, "applied_at": rows.get(v)}
+            for v, n, _ in migration_files(self.dialect)
+        ]
+
+    # -- jobs --------------------------------------------------------------------------
+    @_translated
+    async def enqueue(self, jobs: Sequence[NewJob]) -> list[Enqueued]:
+        if not jobs:
+            return []
+        cols = (
+            [j.queue_name for j in jobs], [j.task_name for j in jobs],
+            [j.payload_json for j in jobs], [j.priority for j in jobs],
+            [j.max_attempts for j in jobs], [j.timeout for j in jobs],
+            [j.delay_s for j in jobs], [j.unique_key for j in jobs],
+            [j.lock_key for j in jobs],
+        )
+        rows = await self._pool.fetch(self._q["enqueue"], *cols)
+        out = [Enqueued(r["id"], r["created"]) for r in rows]
+        missing = [r["unique_key"] for r in rows if not r["created"]]
+        if missing:
+            known = {
+                r["unique_key"]: r["id"]
+                for r in await self._pool.fetch(self._q["ids_by_unique_key"], missing)
+            }
+            for i, r in enumerate(rows):
+                if not r["created"]:
+                    out[i] = Enqueued(known[r["unique_key"]], False)
+        return out
+
+    @_translated
+    async def get_job(self, job_id: int) -> dict[str, Any] | None:
+        row = await self._pool.fetchrow(self._q["get_job"], job_id)
+        return dict(row) if row else None
+
+    @_translated
+    async def job_assignments(self, job_id: int) -> list[dict[str, Any]]:
+        return [dict(r) for r in await self._pool.fetch(self._q["job_assignments"], job_id)]
+
+    @_translated
+    async def cancel_job(self, job_id: int) -> bool:
+        return await self._pool.fetchval(self._q["cancel_job"], job_id) is not None
+
+    @_translated
+    async def list_jobs(
+        self, *, queue: str | None, status: str | None, task: str | None,
+        before_id: int | None, limit: int,
+    ) -> list[dict[str, Any]]:
+        rows = await self._pool.fetch(self._q["list_jobs"], queue, status, task, before_id, limit)
+        return [dict(r) for r in rows]
+
+    @_translated
+    async def queue_stats(self) -> list[dict[str, Any]]:
+        return [dict(r) for r in await self._pool.fetch(self._q["queue_stats"])]
+
+    # -- dispatch ----------------------------------------------------------------------
+    @_translated
+    async def worker_slots(self, heartbeat_ttl: float) -> list[WorkerSlots]:
+        rows = await self._pool.fetch(self._q["worker_capacity"], heartbeat_ttl)
+        return [
+            WorkerSlots(
+                r["id"], tuple(q for q in r["queues"].split(",") if q),
+                r["concurrency"] + r["prefetch"], r["in_flight"],
+            )
+            for r in rows
+        ]
+
+    @_translated
+    async def dispatch(
+        self, worker_ids: Sequence[str], queue_limits: dict[str, int], choose: Chooser
+    ) -> list[tuple[int, str]]:
+        async with self._pool.acquire() as conn, conn.transaction():
+            locked = {r["id"] for r in await conn.fetch(self._q["lock_workers"], list(worker_ids))}
+            if not locked:
+                return []
+            names = list(queue_limits)
+            rows = await conn.fetch(
+                self._q["pick_pending"], names, [queue_limits[n] for n in names]
+            )
+            if not rows:
+                return []
+            pending = [PendingJob(r["id"], r["queue_name"], r["priority"], r["run_at"]) for r in rows]
+            pairs = [(j, w) for j, w in choose(pending) if w in locked]
+            if pairs:
+                await conn.execute(
+                    self._q["assign"], [p[0] for p in pairs], [p[1] for p in pairs]
+                )
+            return pairs
+
+    @_translated
+    async def next_run_at(self) -> datetime | None:
+        return await self._pool.fetchval(self._q["next_run_at"])
+
+    # -- worker side -------------------------------------------------------------------
+    @_translated
+    async def claim_assigned(self, worker_id: str, held: Sequence[int]) -> list[Assignment]:
+        rows = await self._pool.fetch(self._q["claim_assigned"], worker_id, list(held))
+        return [
+            Assignment(
+                r["id"], r["token"], r["queue_name"], r["task_name"], r["payload"],
+                r["priority"], r["attempts"], r["max_attempts"], r["timeout"],
+                r["created_at"], r["run_at"],
+            )
+            for r in rows
+        ]
+
+    @_translated
+    async def report(self, outcomes: Sequence[Outcome]) -> list[tuple[int, str]]:
+        if not outcomes:
+            return []
+        rows = await self._pool.fetch(
+            self._q["report"],
+            [o.id for o in outcomes], [o.token for o in outcomes],
+            [o.status for o in outcomes], [o.started for o in outcomes],
+            [o.finished for o in outcomes], [o.result_json for o in outcomes],
+            [o.error for o in outcomes], [o.retry_in for o in outcomes],
+        )
+        return [(r["id"], r["status"]) for r in rows]
+
+    @_translated
+    async def hand_back(self, worker_id: str) -> list[int]:
+        return [r["id"] for r in await self._pool.fetch(self._q["hand_back"], worker_id)]
+
+    @_translated
+    async def release_running(self, worker_id: str, reason: str) -> list[tuple[int, str]]:
+        rows = await self._pool.fetch(self._q["release_running"], worker_id, reason)
+        return [(r["id"], r["status"]) for r in rows]
+
+    @_translated
+    async def subscribe(self, channel: str, callback: Callback) -> Subscription:
+        sub = _PgSubscription(self._dsn, channel, callback)
+        await sub.start()
+        return sub
+
+    # -- registry ----------------------------------------------------------------------
+    @_translated
+    async def register_worker(self, worker: dict[str, Any]) -> dict[str, Any]:
+        row = await self._pool.fetchrow(
+            self._q["register_worker"], worker["id"], worker["hostname"], worker["pid"],
+            ",".join(worker["queues"]), worker["concurrency"], worker.get("prefetch", 0),
+            worker.get("version", ""), worker.get("admin_url"),
+        )
+        return dict(row)
+
+    @_translated
+    async def heartbeat(
+        self, worker_id: str, health: dict[str, Any] | None
+    ) -> dict[str, Any] | None:
+        async with self._pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(self._q["heartbeat"], worker_id)
+            if row is None:
+                return None
+            if health is not None:
+                await conn.execute(
+                    self._q["insert_health_check"], worker_id, health["status"],
+                    health.get("cpu_percent"), health.get("memory_bytes"),
+                    health.get("in_flight"), health.get("loop_lag_ms"),
+                    health.get("details") or {},
+                )
+            return dict(row)
+
+    @_translated
+    async def set_worker_status(
+        self, worker_id: str, status: str, requested: str | None = None
+    ) -> dict[str, Any] | None:
+        row = await self._pool.fetchrow(self._q["set_worker_status"], worker_id, status, requested)
+        return dict(row) if row else None
+
+    @_translated
+    async def request_worker(self, worker_id: str, request: str) -> dict[str, Any] | None:
+        row = await self._pool.fetchrow(self._q["request_worker"], worker_id, request)
+        return dict(row) if row else None
+
+    @_translated
+    async def get_worker(self, worker_id: str) -> dict[str, Any] | None:
+        row = await self._pool.fetchrow(self._q["get_worker"], worker_id)
+        return dict(row) if row else None
+
+    @_translated
+    async def list_workers(self, status: str | None = None) -> list[dict[str, Any]]:
+        return [dict(r) for r in await self._pool.fetch(self._q["list_workers"], status)]
+
+    @_translated
+    async def worker_stats(self) -> list[dict[str, Any]]:
+        return [dict(r) for r in await self._pool.fetch(self._q["worker_stats"])]
+
+    @_translated
+    async def recent_health_checks(self, worker_id: str, limit: int) -> list[dict[str, Any]]:
+        rows = await self._pool.fetch(self._q["recent_health_checks"], worker_id, limit)
+        return [dict(r) for r in rows]
+
+    # -- locks -------------------------------------------------------------------------
+    @_translated
+    async def acquire_lock(
+        self, key: str, owner: str, ttl: float, worker_id: str | None = None
+    ) -> tuple[int, datetime] | None:
+        row = await self._pool.fetchrow(self._q["acquire_lock"], key, owner, worker_id, ttl)
+        return (row["token"], row["expires_at"]) if row else None
+
+    @_translated
+    async def renew_lock(
+        self, key: str, owner: str, token: int, ttl: float
+    ) -> tuple[int, datetime] | None:
+        row = await self._pool.fetchrow(self._q["renew_lock"], key, owner, token, ttl)
+        return (row["token"], row["expires_at"]) if row else None
+
+    @_translated
+    async def release_lock(self, key: str, owner: str, token: int) -> bool:
+        return await self._pool.fetchval(self._q["release_lock"], key, owner, token) is not None
+
+    @_translated
+    async def list_locks(self) -> list[dict[str, Any]]:
+        return [dict(r) for r in await self._pool.fetch(self._q["list_locks"])]
+
+    @_translated
+    async def db_now(self) -> datetime:
+        return await self._pool.fetchval(self._q["db_now"])

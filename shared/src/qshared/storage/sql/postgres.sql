@@ -1,0 +1,286 @@
+-- Named queries of the PostgreSQL dialect. Wake-ups (pg_notify) sit in CTEs that the final
+-- SELECT reads through a scalar subquery: an unread CTE, or a LEFT JOIN the planner can
+-- remove, would silently skip them. Each block starts with `-- name: NAME --`;
+-- the MySQL dialect defines the same names (a test checks it).
+
+-- name: enqueue --
+-- Inserts a batch; ids are drawn first so that every input row knows its id even when
+-- ON CONFLICT skips it (a unique_key seen before).
+WITH input AS (
+    SELECT nextval(pg_get_serial_sequence('jobs', 'id')) AS id, t.*
+    FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::int[], $6::float8[],
+                $7::float8[], $8::text[], $9::text[])
+         WITH ORDINALITY AS t(queue_name, task_name, payload, priority, max_attempts, timeout,
+                              delay_s, unique_key, lock_key, ord)
+), ins AS (
+    INSERT INTO jobs (id, queue_name, task_name, payload, priority, max_attempts, timeout,
+                      run_at, unique_key, lock_key)
+    SELECT id, queue_name, task_name, payload::jsonb, priority, max_attempts, timeout,
+           now() + make_interval(secs => delay_s), unique_key, lock_key
+    FROM input ORDER BY ord
+    ON CONFLICT (unique_key) DO NOTHING
+    RETURNING id
+), notified AS (
+    SELECT pg_notify('qstack_jobs', '') WHERE EXISTS (SELECT 1 FROM ins)
+)
+SELECT input.id, input.unique_key, (ins.id IS NOT NULL) AS created,
+       (SELECT count(*) FROM notified) AS woke
+FROM input LEFT JOIN ins ON ins.id = input.id
+ORDER BY input.ord
+
+-- name: ids_by_unique_key --
+SELECT id, unique_key FROM jobs WHERE unique_key = ANY($1::text[])
+
+-- name: get_job --
+SELECT * FROM jobs WHERE id = $1
+
+-- name: job_assignments --
+SELECT * FROM job_assignments WHERE job_id = $1 ORDER BY id
+
+-- name: cancel_job --
+-- Only a job that has not started can be cancelled; the guarded UPDATE makes that atomic.
+WITH c AS (
+    UPDATE jobs SET status = 'cancelled', finished_at = now(), worker_id = NULL
+    WHERE id = $1 AND status IN ('pending', 'assigned')
+    RETURNING id, token
+), a AS (
+    UPDATE job_assignments ja SET outcome = 'cancelled', finished_at = now()
+    FROM c WHERE ja.job_id = c.id AND ja.token = c.token AND ja.outcome IS NULL
+)
+SELECT id FROM c
+
+-- name: list_jobs --
+SELECT * FROM jobs
+WHERE ($1::text IS NULL OR queue_name = $1)
+  AND ($2::text IS NULL OR status = $2)
+  AND ($3::text IS NULL OR task_name = $3)
+  AND ($4::bigint IS NULL OR id < $4)
+ORDER BY id DESC
+LIMIT $5
+
+-- name: queue_stats --
+SELECT queue_name,
+       count(*) FILTER (WHERE status = 'pending' AND run_at <= now()) AS pending,
+       count(*) FILTER (WHERE status = 'pending' AND run_at > now()) AS scheduled,
+       count(*) FILTER (WHERE status = 'assigned') AS assigned,
+       count(*) FILTER (WHERE status = 'running') AS running,
+       count(*) FILTER (WHERE status = 'succeeded') AS succeeded,
+       count(*) FILTER (WHERE status = 'pending' AND last_error IS NOT NULL) AS failed,
+       count(*) FILTER (WHERE status = 'dead') AS dead,
+       count(*) FILTER (WHERE status = 'cancelled') AS cancelled,
+       COALESCE(EXTRACT(EPOCH FROM now() - min(run_at) FILTER (
+           WHERE status = 'pending' AND run_at <= now())), 0)::float8 AS oldest_pending_age_s
+FROM jobs GROUP BY queue_name ORDER BY queue_name
+
+-- name: worker_capacity --
+-- Workers that may receive jobs, with what they hold now.
+SELECT w.id, w.queues, w.concurrency, w.prefetch,
+       (SELECT count(*) FROM jobs j
+         WHERE j.worker_id = w.id AND j.status IN ('assigned', 'running')) AS in_flight
+FROM queue_workers w
+WHERE w.status = 'active' AND w.last_heartbeat_at > now() - make_interval(secs => $1)
+
+-- name: lock_workers --
+-- Share-locks the chosen workers for the dispatch transaction: a worker stopping at the
+-- same moment waits for it, then sees (and hands back) what it was given.
+SELECT id FROM queue_workers WHERE id = ANY($1::text[]) AND status = 'active' FOR SHARE
+
+-- name: pick_pending --
+SELECT j.id, j.queue_name, j.priority, j.run_at
+FROM unnest($1::text[], $2::int[]) AS q(name, lim)
+CROSS JOIN LATERAL (
+    SELECT id, queue_name, priority, run_at FROM jobs
+    WHERE status = 'pending' AND queue_name = q.name AND run_at <= now()
+    ORDER BY priority DESC, run_at, id
+    LIMIT q.lim
+    FOR UPDATE SKIP LOCKED
+) j
+
+-- name: assign --
+WITH v AS (
+    SELECT * FROM unnest($1::bigint[], $2::text[]) AS v(id, worker_id)
+), upd AS (
+    UPDATE jobs j SET status = 'assigned', worker_id = v.worker_id,
+                      token = nextval('qstack_fencing_seq'), attempts = j.attempts + 1,
+                      assigned_at = now(), started_at = NULL, finished_at = NULL
+    FROM v WHERE j.id = v.id AND j.status = 'pending'
+    RETURNING j.id, j.token, j.worker_id, j.queue_name
+), ins AS (
+    INSERT INTO job_assignments (job_id, token, worker_id, queue_name)
+    SELECT id, token, worker_id, queue_name FROM upd
+), notified AS (
+    SELECT pg_notify('qstack_w_' || md5(worker_id), '') FROM (SELECT DISTINCT worker_id FROM upd) w
+)
+SELECT (SELECT count(*) FROM upd) AS assigned, (SELECT count(*) FROM notified) AS woke
+
+-- name: next_run_at --
+SELECT min(run_at) AS next_run_at FROM jobs WHERE status = 'pending' AND run_at > now()
+
+-- name: claim_assigned --
+-- A worker takes the jobs assigned to it that it does not hold yet.
+SELECT id, token, queue_name, task_name, payload, priority, attempts, max_attempts, timeout,
+       created_at, run_at
+FROM jobs
+WHERE worker_id = $1 AND status = 'assigned' AND NOT (id = ANY($2::bigint[]))
+ORDER BY priority DESC, run_at, id
+
+-- name: report --
+-- Batched outcomes; each row must present the job's current token, so a late or duplicate
+-- report changes nothing. status: running | succeeded | pending (retry) | dead.
+WITH v AS (
+    SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::float8[], $5::float8[],
+                         $6::text[], $7::text[], $8::float8[])
+         AS v(id, token, status, started, finished, result, error, retry_in)
+), upd AS (
+    UPDATE jobs j SET
+        status = v.status,
+        started_at = COALESCE(to_timestamp(v.started), j.started_at),
+        finished_at = CASE WHEN v.status IN ('succeeded', 'dead') THEN to_timestamp(v.finished) END,
+        result = CASE WHEN v.status = 'succeeded' THEN v.result::jsonb ELSE j.result END,
+        last_error = COALESCE(v.error, j.last_error),
+        run_at = CASE WHEN v.status = 'pending'
+                      THEN now() + make_interval(secs => v.retry_in) ELSE j.run_at END,
+        worker_id = CASE WHEN v.status = 'pending' THEN NULL ELSE j.worker_id END
+    FROM v
+    WHERE j.id = v.id AND j.token = v.token AND j.status IN ('assigned', 'running')
+      AND NOT (v.status = 'running' AND j.status = 'running')
+    RETURNING j.id, j.token, v.status, v.started, v.finished
+), a AS (
+    UPDATE job_assignments ja SET
+        started_at = COALESCE(to_timestamp(upd.started), ja.started_at),
+        finished_at = CASE WHEN upd.status <> 'running' THEN to_timestamp(upd.finished) END,
+        outcome = CASE upd.status WHEN 'running' THEN NULL WHEN 'pending' THEN 'failed'
+                                  ELSE upd.status END
+    FROM upd WHERE ja.job_id = upd.id AND ja.token = upd.token
+), notified AS (
+    SELECT pg_notify('qstack_jobs', '')
+    WHERE EXISTS (SELECT 1 FROM upd WHERE status <> 'running')
+)
+SELECT upd.id, upd.status, (SELECT count(*) FROM notified) AS woke FROM upd
+
+-- name: hand_back --
+-- A stopping worker returns jobs it has not started; their attempt is not counted.
+WITH r AS (
+    UPDATE jobs SET status = 'pending', worker_id = NULL, attempts = GREATEST(attempts - 1, 0),
+                    assigned_at = NULL
+    WHERE worker_id = $1 AND status = 'assigned'
+    RETURNING id, token
+), a AS (
+    UPDATE job_assignments ja SET outcome = 'returned', finished_at = now()
+    FROM r WHERE ja.job_id = r.id AND ja.token = r.token
+), notified AS (
+    SELECT pg_notify('qstack_jobs', '') WHERE EXISTS (SELECT 1 FROM r)
+)
+SELECT r.id, (SELECT count(*) FROM notified) AS woke FROM r
+
+-- name: release_running --
+-- A stopping worker returns jobs it started but could not finish in its grace period.
+WITH r AS (
+    UPDATE jobs SET status = CASE WHEN attempts >= max_attempts THEN 'dead' ELSE 'pending' END,
+                    worker_id = NULL, last_error = $2,
+                    finished_at = CASE WHEN attempts >= max_attempts THEN now() END
+    WHERE worker_id = $1 AND status = 'running'
+    RETURNING id, token, status
+), a AS (
+    UPDATE job_assignments ja SET outcome = 'interrupted', finished_at = now()
+    FROM r WHERE ja.job_id = r.id AND ja.token = r.token
+), notified AS (
+    SELECT pg_notify('qstack_jobs', '') WHERE EXISTS (SELECT 1 FROM r)
+)
+SELECT r.id, r.status, (SELECT count(*) FROM notified) AS woke FROM r
+
+-- name: register_worker --
+INSERT INTO queue_workers (id, hostname, pid, queues, concurrency, prefetch, status, version,
+                           admin_url, started_at, last_heartbeat_at, updated_at, requested)
+VALUES ($1, $2, $3, $4, $5, $6, 'active', $7, $8, now(), now(), now(), NULL)
+ON CONFLICT (id) DO UPDATE SET
+    hostname = EXCLUDED.hostname, pid = EXCLUDED.pid, queues = EXCLUDED.queues,
+    concurrency = EXCLUDED.concurrency, prefetch = EXCLUDED.prefetch, status = 'active',
+    version = EXCLUDED.version, admin_url = EXCLUDED.admin_url,
+    last_heartbeat_at = now(), updated_at = now(), requested = NULL
+RETURNING *
+
+-- name: heartbeat --
+UPDATE queue_workers SET last_heartbeat_at = now(), updated_at = now()
+WHERE id = $1 AND status IN ('active', 'draining')
+RETURNING id, status, requested
+
+-- name: insert_health_check --
+INSERT INTO worker_health_checks (worker_id, status, cpu_percent, memory_bytes, in_flight,
+                                  loop_lag_ms, details)
+VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb)
+
+-- name: set_worker_status --
+UPDATE queue_workers SET status = $2, requested = $3, updated_at = now()
+WHERE id = $1
+RETURNING *
+
+-- name: request_worker --
+-- An operator's request (drain, stop), delivered in the worker's next heartbeat reply.
+UPDATE queue_workers SET requested = $2, updated_at = now(),
+    status = CASE WHEN $2 = 'drain' AND status = 'active' THEN 'draining' ELSE status END
+WHERE id = $1 AND status IN ('active', 'draining')
+RETURNING *
+
+-- name: get_worker --
+SELECT * FROM queue_workers WHERE id = $1
+
+-- name: list_workers --
+SELECT w.*, EXTRACT(EPOCH FROM now() - w.last_heartbeat_at)::float8 AS heartbeat_age_s,
+       (SELECT count(*) FROM jobs j
+         WHERE j.worker_id = w.id AND j.status IN ('assigned', 'running')) AS in_flight,
+       h.status AS health, h.cpu_percent, h.memory_bytes, h.loop_lag_ms, h.checked_at
+FROM queue_workers w
+LEFT JOIN LATERAL (
+    SELECT status, cpu_percent, memory_bytes, loop_lag_ms, checked_at
+    FROM worker_health_checks hc WHERE hc.worker_id = w.id
+    ORDER BY checked_at DESC LIMIT 1
+) h ON true
+WHERE ($1::text IS NULL OR w.status = $1)
+ORDER BY w.started_at, w.id
+
+-- name: worker_stats --
+SELECT ja.worker_id,
+       count(*) AS assigned,
+       count(*) FILTER (WHERE ja.outcome = 'succeeded') AS succeeded,
+       count(*) FILTER (WHERE ja.outcome = 'failed') AS failed,
+       count(*) FILTER (WHERE ja.outcome = 'dead') AS dead,
+       count(*) FILTER (WHERE ja.outcome IS NULL) AS in_flight,
+       COALESCE(avg(EXTRACT(EPOCH FROM ja.finished_at - ja.started_at))
+           FILTER (WHERE ja.outcome = 'succeeded'), 0)::float8 AS avg_run_s
+FROM job_assignments ja
+GROUP BY ja.worker_id ORDER BY ja.worker_id
+
+-- name: recent_health_checks --
+SELECT * FROM worker_health_checks WHERE worker_id = $1 ORDER BY checked_at DESC LIMIT $2
+
+-- name: acquire_lock --
+-- Takes a free or expired lock (or re-takes one the owner already holds) with a new fencing
+-- token; returns nothing while another owner's lease is live.
+INSERT INTO distributed_locks AS l (lock_key, owner, worker_id, token, acquired_at, expires_at)
+VALUES ($1, $2, $3, nextval('qstack_fencing_seq'), now(), now() + make_interval(secs => $4))
+ON CONFLICT (lock_key) DO UPDATE SET
+    owner = EXCLUDED.owner, worker_id = EXCLUDED.worker_id, token = EXCLUDED.token,
+    acquired_at = EXCLUDED.acquired_at, expires_at = EXCLUDED.expires_at
+WHERE l.expires_at <= now() OR l.owner = EXCLUDED.owner
+RETURNING token, expires_at
+
+-- name: renew_lock --
+UPDATE distributed_locks SET expires_at = now() + make_interval(secs => $4)
+WHERE lock_key = $1 AND owner = $2 AND token = $3 AND expires_at > now()
+RETURNING token, expires_at
+
+-- name: release_lock --
+DELETE FROM distributed_locks WHERE lock_key = $1 AND owner = $2 AND token = $3
+RETURNING lock_key
+
+-- name: get_lock --
+SELECT *, (expires_at > now()) AS live FROM distributed_locks WHERE lock_key = $1
+
+-- name: list_locks --
+SELECT *, (expires_at > now()) AS live,
+       EXTRACT(EPOCH FROM expires_at - now())::float8 AS expires_in_s
+FROM distributed_locks ORDER BY lock_key
+
+-- name: db_now --
+SELECT now() AS now
