@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 from backends import BackendRegistry, mysql_database, pg_schema, storage_backends
-
 from qshared.storage import open_storage
 from qshared.storage.base import NewJob, Outcome, PendingJob, Storage
 

@@ -7,7 +7,6 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from backends import catalog
-
 from qshared.errors import StorageError
 from qshared.storage import open_storage
 from qshared.storage.base import Storage
@@ -51,7 +50,8 @@ async def test_migrate_applies_everything_once(unmigrated_storage: Storage) -> N
 
 
 async def test_concurrent_migrations_apply_each_file_once(db_url_unmigrated: str) -> None:
-    first, second = (await open_storage(db_url_unmigrated, pool_size=2) for _ in range(2))
+    first = await open_storage(db_url_unmigrated, pool_size=2)
+    second = await open_storage(db_url_unmigrated, pool_size=2)
     try:
         results = await asyncio.gather(first.migrate(), second.migrate())
         names = [s["name"] for s in await first.migration_status()]

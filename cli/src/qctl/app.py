@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import click
+from qshared.errors import QstackError
 
 from qctl.commands.context import context_group
 from qctl.commands.db import db_group
@@ -12,13 +13,12 @@ from qctl.commands.up import up
 from qctl.commands.workers import worker_group
 from qctl.errors import EXIT_CODES_HELP, to_cli_error
 from qctl.options import endpoint_options, output_option
-from qshared.errors import QstackError
 
 
 class QctlGroup(click.Group):
     """A click group that turns qstack errors into `error: ...` and the documented exit code."""
 
-    def invoke(self, ctx: click.Context):  # noqa: ANN201 - click's signature
+    def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except QstackError as exc:

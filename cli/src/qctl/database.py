@@ -48,7 +48,7 @@ def run_sync(fn: Callable[[], Awaitable[T]]) -> T:
 def redact(dsn: str) -> str:
     """The DSN with its password replaced by ***."""
     parts = urlsplit(dsn)
-    if parts.password is None:
+    if not parts.password:
         return dsn
     netloc = parts.netloc.rsplit("@", 1)
     user = netloc[0].split(":", 1)[0]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import atexit
 import contextlib
 import fcntl
@@ -27,7 +26,7 @@ def _pgserver() -> ModuleType:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         import pgserver
-        import pgserver.postgres_server  # noqa: F401 - the class that keeps the registry
+        import pgserver.postgres_server  # the class that keeps the registry
 
     return pgserver
 
@@ -165,7 +164,7 @@ class EmbeddedPostgres:
 
         try:
             run_sync(create)
-        except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
             raise StorageError(f"embedded PostgreSQL: cannot create database {name!r}: {exc}") \
                 from None
 

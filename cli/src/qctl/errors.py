@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import click
 import httpx
-
 from qshared.errors import (
     ConfigError,
     NotFound,
@@ -43,14 +42,19 @@ class CliError(click.ClickException):
         super().__init__(message)
         self.exit_code = exit_code
 
-    def show(self, file=None) -> None:  # noqa: ANN001 - click's signature
+    def show(self, file=None) -> None:
         click.echo(f"error: {self.format_message()}", err=True)
 
 
 def _unreachable(exc: QstackError) -> bool:
     """True when no answer came back: a transport error, or a gateway/503 reply."""
-    if isinstance(exc.__cause__, httpx.TransportError | OSError):
+    cause = exc.__cause__
+    if isinstance(cause, httpx.TransportError | OSError | TimeoutError):
         return True
+    if isinstance(exc, StorageError):
+        # a database that answered with an SQL error was reached; one we could not
+        # connect to (or that dropped the connection) was not
+        return cause is None or "Connect" in type(cause).__name__
     return isinstance(exc, ServiceUnavailable) and exc.status in _UNREACHABLE_STATUSES
 
 
@@ -62,7 +66,7 @@ def exit_code_for(exc: QstackError) -> int:
         return NOT_FOUND
     if isinstance(exc, ValidationFailed | PayloadTooLarge | ConfigError):
         return USAGE
-    if isinstance(exc, StorageError) or _unreachable(exc):
+    if _unreachable(exc):
         return UNREACHABLE
     return FAILED
 

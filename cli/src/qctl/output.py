@@ -100,7 +100,9 @@ def table(
     if not rows:
         out.print(Text(empty, style="dim"))
         return
-    t = Table(title=title, title_justify="left", header_style="bold", box=None, pad_edge=False)
+    if title:
+        out.print(Text(title, style="bold"))
+    t = Table(header_style="bold", box=None, pad_edge=False)
     for header, _ in columns:
         t.add_column(header, overflow="fold")
     for row in rows:
@@ -111,12 +113,15 @@ def table(
 def fields(data: Mapping[str, Any], order: Sequence[str] = (), title: str | None = None) -> None:
     """Print one object as a two-column FIELD / VALUE table, known fields first."""
     keys = [k for k in order if k in data] + [k for k in data if k not in order]
-    t = Table(title=title, title_justify="left", show_header=False, box=None, pad_edge=False)
+    out = console()
+    if title:
+        out.print(Text(title, style="bold"))
+    t = Table(show_header=False, box=None, pad_edge=False)
     t.add_column(style="bold")
     t.add_column(overflow="fold")
     for key in keys:
         t.add_row(key, cell(data[key]))
-    console().print(t)
+    out.print(t)
 
 
 def emit(

@@ -4,100 +4,26 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import ctypes
 import os
 import secrets
 import signal
-import socket
-import subprocess
-import sys
-import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import httpx
-
-from qctl.embedded import EmbeddedPostgres, process_alive
 from qshared.client import Client
 from qshared.errors import QstackError
 
-_PR_SET_PDEATHSIG = 1
+from qctl.embedded import EmbeddedPostgres, process_alive
+from qctl.processes import Service, command_for, port_in_use, terminate
 
 
 class StackError(QstackError):
     """The local stack could not be started."""
 
     code = "stack_failed"
-
-
-def command_for(name: str) -> list[str]:
-    """How to run a qstack console script with this interpreter.
-
-    The script installed next to `sys.executable` (the venv's bin/) if present, else
-    `python -m name`; never a same-named script of some other environment on PATH.
-    """
-    script = Path(sys.executable).parent / name
-    if script.is_file() and os.access(script, os.X_OK):
-        return [str(script)]
-    return [sys.executable, "-m", name]
-
-
-def port_in_use(host: str, port: int) -> bool:
-    """True when something is bound to host:port (a socket in TIME_WAIT does not count)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return True
-    return False
-
-
-def _tail(path: Path, offset: int = 0, lines: int = 15) -> str:
-    try:
-        with path.open("rb") as fh:
-            fh.seek(offset)
-            text = fh.read().decode(errors="replace")
-    except OSError:
-        return "(no log)"
-    return "\n".join(text.splitlines()[-lines:]) or "(log is empty)"
-
-
-@dataclass
-class Service:
-    """One child process of the stack, where it answers and where it logs."""
-
-    name: str
-    kind: str
-    argv: list[str]
-    env: dict[str, str]
-    host: str
-    port: int
-    log_path: Path
-    proc: subprocess.Popen[bytes] | None = None
-    log_offset: int = 0
-    reported: bool = False
-    _log: IO[bytes] | None = field(default=None, repr=False)
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    @property
-    def returncode(self) -> int | None:
-        """None while running (or never started); the exit code once it ended."""
-        return self.proc.poll() if self.proc is not None else None
-
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def log_tail(self, lines: int = 15) -> str:
-        """The last lines this run of the process wrote."""
-        return _tail(self.log_path, self.log_offset, lines)
 
 
 class Stack:
@@ -246,22 +172,8 @@ class Stack:
             raise
 
     def _spawn(self, service: Service, truncate: bool = False) -> None:
-        service.env = self._env(service)
-        service._log = service.log_path.open("wb" if truncate else "ab")
-        service.log_offset = service._log.tell()
-        service.reported = False
-        # PR_SET_PDEATHSIG fires when the forking *thread* ends, so only from the main thread
-        in_main = threading.current_thread() is threading.main_thread()
-        libc = _load_libc() if in_main else None
         self._log(f"starting {service.name} on {service.url}")
-        service.proc = subprocess.Popen(
-            service.argv, env=service.env, stdin=subprocess.DEVNULL, stdout=service._log,
-            stderr=subprocess.STDOUT,
-            # own process group: a Ctrl-C in the terminal reaches qctl only, which then
-            # stops the children in order
-            process_group=0,
-            preexec_fn=_die_with_parent if libc is not None else None,
-        )
+        service.spawn(self._env(service), truncate=truncate)
 
     def _wait_healthy(self, services: Sequence[Service]) -> None:
         pending = list(services)
@@ -282,7 +194,9 @@ class Stack:
                             self._log(f"{service.name} is healthy")
                 if not pending:
                     return
-                if time.monotonic() > deadline or self._stop_requested:
+                if self._stop_requested:
+                    raise StackError("start interrupted")
+                if time.monotonic() > deadline:
                     names = ", ".join(s.name for s in pending)
                     first = pending[0]
                     raise StackError(
@@ -291,6 +205,11 @@ class Stack:
                         f"{first.log_tail()}"
                     )
                 time.sleep(0.1)
+
+    @property
+    def stop_requested(self) -> bool:
+        """True once request_stop() was called (by a signal handler, say)."""
+        return self._stop_requested
 
     def request_stop(self) -> None:
         """Make wait() return (safe to call from a signal handler); a second call forces."""
@@ -335,53 +254,30 @@ class Stack:
             workers = [s for s in self.services.values() if s.kind == "worker"]
             front = [s for s in self.services.values() if s.kind != "worker"]
             for group in (workers, front):
-                self._terminate(group, grace)
+                terminate(group, grace, force=lambda: self._force, log=self._log)
         finally:
             for service in self.services.values():
-                if service._log is not None:
-                    service._log.close()
-                    service._log = None
+                service.close_log()
             if self.embedded is not None:
                 self._log("stopping embedded PostgreSQL")
                 self.embedded.stop()
                 self._database_url = None
                 self.embedded = None
 
-    def _terminate(self, services: Sequence[Service], grace: float) -> None:
-        live = [s for s in services if s.running]
-        for service in live:
-            self._log(f"stopping {service.name}")
-            with contextlib.suppress(ProcessLookupError):
-                service.proc.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
-        deadline = time.monotonic() + grace
-        while any(s.running for s in live) and time.monotonic() < deadline and not self._force:
-            time.sleep(0.05)
-        for service in live:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                # the whole group: a worker's own children go too
-                os.killpg(service.proc.pid, signal.SIGKILL)  # type: ignore[union-attr]
-            if service.running:
-                self._log(f"{service.name} did not stop within {grace:.0f}s: killed")
-            service.proc.wait()  # type: ignore[union-attr]
-            service.reported = True
-
     # -- chaos helpers -------------------------------------------------------------------
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
         """Send a signal to one child (SIGKILL by default)."""
         service = self.services[name]
-        if service.running:
-            service.proc.send_signal(sig)  # type: ignore[union-attr]
-            if sig == signal.SIGKILL:
-                service.proc.wait()  # type: ignore[union-attr]
-                service.reported = True
+        service.signal(sig)
+        if sig == signal.SIGKILL and service.proc is not None:
+            service.proc.wait()
+            service.reported = True
 
     def restart(self, name: str) -> None:
         """Start one child again (after it died or was killed) and wait until it is healthy."""
         service = self.services[name]
         if service.running:
             raise StackError(f"{name} is still running")
-        if service._log is not None:
-            service._log.close()
         self._spawn(service)
         self._wait_healthy([service])
 
@@ -391,21 +287,3 @@ class Stack:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-_libc: Any = None
-
-
-def _load_libc() -> Any:
-    """libc, loaded in the parent: dlopen after fork in a threaded process can deadlock."""
-    global _libc
-    if _libc is None and sys.platform == "linux":
-        with contextlib.suppress(OSError):
-            _libc = ctypes.CDLL(None, use_errno=True)
-    return _libc
-
-
-def _die_with_parent() -> None:
-    """In the child before exec: get SIGTERM when qctl dies, even by SIGKILL (Linux)."""
-    if _libc is not None:
-        _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)

@@ -16,7 +16,11 @@ def _mask(token: str | None) -> str | None:
     return token[:4] + "…" if len(token) > 8 else "****"
 
 
-@click.group("context")
+def _strip(url: str | None) -> str | None:
+    return url.rstrip("/") if url else None
+
+
+@click.group("context", short_help="Named stacks (URLs, token), like kubectl contexts.")
 def context_group() -> None:
     """Named stacks (URLs and token), like kubectl contexts; `qctl up` adds "local"."""
 
@@ -30,7 +34,7 @@ def list_contexts(ctx: click.Context, show_token: bool) -> None:
     store = ContextStore()
     rows = [
         {
-            "current": "*" if c.name == store.current else "",
+            "current": c.name == store.current,
             "name": c.name,
             "scheduler_url": c.scheduler_url or c.gateway_url,
             "registry_url": c.registry_url or c.gateway_url,
@@ -43,7 +47,7 @@ def list_contexts(ctx: click.Context, show_token: bool) -> None:
         return
     output.table(
         rows,
-        [("", "current"), ("NAME", "name"), ("SCHEDULER", "scheduler_url"),
+        [("", lambda r: "*" if r["current"] else " "), ("NAME", "name"), ("SCHEDULER", "scheduler_url"),
          ("REGISTRY", "registry_url"), ("TOKEN", "token")],
         empty=f"no contexts yet ({store.path}); `qctl up` or `qctl context add` creates one",
     )
@@ -69,9 +73,8 @@ def add_context(
         if url and not url.startswith(("http://", "https://")):
             raise click.BadParameter(f"{url!r} is not an http(s) URL")
     store = ContextStore()
-    strip = (lambda u: u.rstrip("/") if u else None)
     store.put(
-        Context(name, strip(scheduler_url), strip(registry_url), token, strip(gateway_url)),
+        Context(name, _strip(scheduler_url), _strip(registry_url), token, _strip(gateway_url)),
         make_current=make_current,
     )
     suffix = " (current)" if store.current == name else ""

@@ -1,0 +1,68 @@
+"""`qctl queue stats` and `qctl health`: queue depths and service health."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+import httpx
+
+from qctl import options, output
+from qctl.errors import FAILED, UNREACHABLE, CliError
+
+STATS_COLUMNS: list[output.Column] = [
+    ("QUEUE", "queue"), ("PENDING", "pending"), ("SCHEDULED", "scheduled"),
+    ("ASSIGNED", "assigned"), ("RUNNING", "running"), ("SUCCEEDED", "succeeded"),
+    ("RETRYING", "failed"), ("DEAD", "dead"), ("CANCELLED", "cancelled"),
+    ("OLDEST PENDING", lambda q: output.age(q.get("oldest_pending_age_s"))),
+]
+
+
+@click.group("queue", short_help="Queue statistics (`queue stats`).")
+def queue_group() -> None:
+    """Queues as the scheduler sees them (`qctl queue stats`, also `queue:stats`)."""
+
+
+@queue_group.command("stats")
+@options.remote_command
+@click.pass_context
+def queue_stats(ctx: click.Context) -> None:
+    """Jobs per queue and state, and the age of the oldest pending job (/admin/queue/stats)."""
+    queues = options.scheduler(ctx).stats()
+    output.emit(options.output_format(ctx), {"queues": queues}, queues, STATS_COLUMNS,
+                empty="no jobs in any queue yet")
+
+
+def _probe(name: str, url: str) -> dict[str, Any]:
+    row: dict[str, Any] = {"service": name, "url": url}
+    try:
+        resp = httpx.get(f"{url}/health", timeout=5.0)
+    except httpx.HTTPError as exc:
+        return {**row, "status": "unreachable", "detail": str(exc) or type(exc).__name__}
+    try:
+        body: Any = resp.json()
+    except ValueError:
+        body = resp.text[:200]
+    status = "ok" if resp.status_code == 200 else "unhealthy"
+    if isinstance(body, dict) and isinstance(body.get("status"), str):
+        status = body["status"] if resp.status_code == 200 else status
+    return {**row, "status": status, "http_status": resp.status_code, "detail": body}
+
+
+@click.command("health", short_help="Check the registry's and scheduler's /health.")
+@options.remote_command
+@click.pass_context
+def health(ctx: click.Context) -> None:
+    """Check the registry's and the scheduler's /health (exit 1 unhealthy, 3 unreachable)."""
+    t = options.target(ctx)
+    rows = [_probe("registry", t.registry_url), _probe("scheduler", t.scheduler_url)]
+    output.emit(options.output_format(ctx), {"services": rows}, rows,
+                [("SERVICE", "service"), ("URL", "url"), ("STATUS", "status"),
+                 ("DETAIL", "detail")])
+    down = [r for r in rows if r["status"] == "unreachable"]
+    if down:
+        raise CliError(", ".join(f"{r['service']} unreachable at {r['url']}" for r in down),
+                       UNREACHABLE)
+    bad = [r for r in rows if r.get("http_status") != 200]
+    if bad:
+        raise CliError(", ".join(f"{r['service']} unhealthy" for r in bad), FAILED)

@@ -1,0 +1,68 @@
+"""Worker selection: most free slots, ties to fewer recent assignments, equal shares."""
+
+from datetime import UTC, datetime, timedelta
+
+from qscheduler.selection import RecentAssignments, choose
+from qshared.storage.base import PendingJob, WorkerSlots
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def jobs(n, queue="default", priority=0, start=1):
+    return [PendingJob(start + i, queue, priority, T0 + timedelta(seconds=i)) for i in range(n)]
+
+
+def test_most_free_slots_wins():
+    workers = [WorkerSlots("a", ("default",), 10, 8), WorkerSlots("b", ("default",), 10, 2)]
+    assert choose(jobs(1), workers, {}) == [(1, "b")]
+
+
+def test_ties_go_to_fewer_recent_assignments():
+    workers = [WorkerSlots("a", ("default",), 4, 0), WorkerSlots("b", ("default",), 4, 0)]
+    assert choose(jobs(1), workers, {"a": 5, "b": 3}) == [(1, "b")]
+    assert choose(jobs(1), workers, {"a": 1, "b": 3}) == [(1, "a")]
+
+
+def test_equal_workers_get_equal_shares_and_capacity_is_respected():
+    workers = [WorkerSlots(w, ("default",), 20, 0) for w in "abc"]
+    pairs = choose(jobs(100), workers, {})
+    assert len(pairs) == 60  # 3 x 20 free slots
+    counts = {w: sum(1 for _, x in pairs if x == w) for w in "abc"}
+    assert counts == {"a": 20, "b": 20, "c": 20}
+    pairs = choose(jobs(30), workers, {})
+    counts = {w: sum(1 for _, x in pairs if x == w) for w in "abc"}
+    assert counts == {"a": 10, "b": 10, "c": 10}
+
+
+def test_jobs_only_go_to_workers_serving_their_queue():
+    workers = [WorkerSlots("a", ("emails",), 5, 0), WorkerSlots("b", ("default",), 5, 0)]
+    pairs = choose(jobs(3, "emails") + jobs(3, "reports", start=10), workers, {})
+    assert sorted(pairs) == [(1, "a"), (2, "a"), (3, "a")]
+
+
+def test_higher_priority_is_assigned_first_when_room_is_short():
+    workers = [WorkerSlots("a", ("default",), 2, 0)]
+    low = jobs(3, priority=0)
+    high = jobs(2, priority=10, start=100)
+    assert [j for j, _ in choose(low + high, workers, {})] == [100, 101]
+
+
+def test_full_workers_receive_nothing():
+    workers = [WorkerSlots("a", ("default",), 4, 4)]
+    assert choose(jobs(5), workers, {}) == []
+
+
+def test_multi_queue_worker_state_is_shared_across_queues():
+    workers = [WorkerSlots("a", ("q1", "q2"), 3, 0), WorkerSlots("b", ("q2",), 1, 0)]
+    pairs = choose(jobs(3, "q1") + jobs(3, "q2", start=10), workers, {})
+    assert sum(1 for _, w in pairs if w == "a") == 3
+    assert sum(1 for _, w in pairs if w == "b") == 1
+
+
+def test_recent_assignments_window():
+    recent = RecentAssignments(window_s=10)
+    recent.add([(1, "a"), (2, "a"), (3, "b")], now=100.0)
+    recent.add([(4, "b")], now=105.0)
+    assert recent.counts(now=105.0) == {"a": 2, "b": 2}
+    assert recent.counts(now=111.0) == {"b": 1}
+    assert recent.counts(now=200.0) == {}
