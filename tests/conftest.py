@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from typing import Any
 
 import pytest
-from backends import BackendRegistry, mysql_database, pg_schema, storage_backends
+from backends import (
+    DSN_ENV,
+    REQUIRE_ENV,
+    BackendRegistry,
+    mysql_database,
+    pg_schema,
+    storage_backends,
+)
 from qshared.storage import open_storage
 from qshared.storage.base import NewJob, Outcome, PendingJob, Storage
 
@@ -31,6 +39,14 @@ def backend_registry(
         yield registry
     finally:
         registry.close()
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    planned = ", ".join(
+        f"{name} from ${env}" if os.environ.get(env) else f"{name} auto"
+        for name, env in DSN_ENV.items()
+    )
+    return f"qstack backends: {planned}; required: {os.environ.get(REQUIRE_ENV) or 'none'}"
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:

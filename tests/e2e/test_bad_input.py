@@ -38,7 +38,7 @@ CASES = [
     ("zero attempts", "/api/v1/jobs", b'{"task": "noop", "max_attempts": 0}', 400, "max_attempts"),
     ("naive run_at", "/api/v1/jobs", b'{"task": "noop", "run_at": "2030-01-01T00:00:00"}', 400,
      "time zone"),
-    ("payload over 1 MiB", "/api/v1/jobs", ('{"task": "noop", "payload": "%s"}' % BIG).encode(),
+    ("payload over 1 MiB", "/api/v1/jobs", b'{"task": "noop", "payload": "' + BIG.encode() + b'"}',
      413, "limit"),
     ("batch not a list", "/api/v1/jobs/batch", b'{"jobs": {"task": "noop"}}', 400, "jobs"),
     ("empty batch", "/api/v1/jobs/batch", b'{"jobs": []}', 400, "jobs"),
@@ -46,7 +46,7 @@ CASES = [
     ("bad job in batch", "/api/v1/jobs/batch",
      b'{"jobs": [{"task": "noop"}, {"task": "noop", "delay_s": -1}]}', 400, "jobs.1.delay_s"),
     ("big payload in batch", "/api/v1/jobs/batch",
-     ('{"jobs": [{"task": "noop"}, {"task": "noop", "payload": "%s"}]}' % BIG).encode(), 413,
+     b'{"jobs": [{"task": "noop"}, {"task": "noop", "payload": "' + BIG.encode() + b'"}]}', 413,
      "jobs.1.payload"),
 ]
 

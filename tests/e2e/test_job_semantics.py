@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from e2e_helpers import wait_until
-
 from qshared.client import job_body
 from qshared.errors import Conflict, NotFound
 
@@ -40,7 +40,7 @@ def test_failing_job_retries_with_growing_delays_then_dies_with_its_error(client
     history = job["assignments"]
     assert [a["outcome"] for a in history] == ["failed", "failed", "failed", "dead"]
     gaps = []
-    for prev, nxt in zip(history, history[1:], strict=False):
+    for prev, nxt in itertools.pairwise(history):
         finished = datetime.fromisoformat(prev["finished_at"])
         assigned = datetime.fromisoformat(nxt["assigned_at"])
         gaps.append((assigned - finished).total_seconds())

@@ -6,7 +6,6 @@ import asyncio
 import time
 from datetime import timedelta
 
-import pytest
 from qshared.storage.base import PendingJob, Storage
 
 
@@ -49,11 +48,11 @@ async def test_worker_slots_exclude_inactive_and_stale_workers(
     await storage.request_worker("draining", "drain")
     await storage.set_worker_status("stopped", "stopped")
     await storage.set_worker_status("failed", "failed")
-    await asyncio.sleep(0.6)
+    await asyncio.sleep(1.0)
     await storage.heartbeat("active", None)
     await storage.heartbeat("draining", None)
-    # "stale" has not sent a heartbeat for 0.6 s
-    assert [s.id for s in await storage.worker_slots(0.4)] == ["active"]
+    # "stale" has not sent a heartbeat for a second
+    assert [s.id for s in await storage.worker_slots(0.6)] == ["active"]
     assert {s.id for s in await storage.worker_slots(60)} == {"active", "stale"}
 
 
@@ -287,16 +286,11 @@ async def test_report_applies_a_batch_for_many_jobs(
     stale = await outcome(ids[3], "succeeded", started=1.0, finished=2.0)
     stale.token -= 1
     applied = await storage.report([*batch, stale])
-    assert sorted(applied) == sorted(zip(ids, ["running", "succeeded", "pending", "dead"]))
+    assert sorted(applied) == sorted(zip(ids, ["running", "succeeded", "pending", "dead"], strict=True))
     statuses = [(await storage.get_job(i))["status"] for i in ids]
     assert statuses == ["running", "succeeded", "pending", "dead"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug in qshared report: with two outcomes for one job in a batch, PostgreSQL's "
-    "UPDATE ... FROM applies an arbitrary one (here the start); the later one must win",
-)
 async def test_start_and_finish_of_one_job_in_one_batch(
     storage: Storage, make_job, add_worker, assign, outcome
 ) -> None:
@@ -368,7 +362,7 @@ async def test_worker_stats_count_outcomes(
     storage: Storage, make_job, add_worker, assign, outcome
 ) -> None:
     await add_worker(id="w1")
-    ok, bad, busy = [e.id for e in await storage.enqueue([make_job(), make_job(), make_job()])]
+    ok, bad, _busy = [e.id for e in await storage.enqueue([make_job(), make_job(), make_job()])]
     await assign("w1")
     await storage.report([
         await outcome(ok, "succeeded", started=10.0, finished=12.0),
@@ -380,3 +374,21 @@ async def test_worker_stats_count_outcomes(
         3, 1, 1, 0, 1
     )
     assert abs(s["avg_run_s"] - 2.0) < 0.01
+
+
+async def test_concurrent_dispatchers_never_assign_a_job_twice(
+    storage: Storage, make_job, add_worker
+) -> None:
+    for wid in ("w1", "w2", "w3"):
+        await add_worker(id=wid, concurrency=100)
+    ids = [e.id for e in await storage.enqueue([make_job() for _ in range(60)])]
+    results = await asyncio.gather(*(
+        storage.dispatch([wid], {"default": 25}, Recorder(wid)) for wid in ("w1", "w2", "w3")
+    ))
+    assigned = [job_id for pairs in results for job_id, _ in pairs]
+    assert len(assigned) == len(set(assigned)) == 60
+    assert sorted(assigned) == ids
+    for pairs in results:
+        for job_id, worker in pairs:
+            assert (await storage.get_job(job_id))["worker_id"] == worker
+            assert len(await storage.job_assignments(job_id)) == 1

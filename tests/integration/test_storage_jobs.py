@@ -50,7 +50,7 @@ async def test_next_run_at_is_the_earliest_future_run_at(storage: Storage, make_
     assert await storage.next_run_at() is None
     await storage.enqueue([make_job()])  # due now: not "next"
     assert await storage.next_run_at() is None
-    late, early = await storage.enqueue([make_job(delay_s=600), make_job(delay_s=60)])
+    _late, early = await storage.enqueue([make_job(delay_s=600), make_job(delay_s=60)])
     expected = (await storage.get_job(early.id))["run_at"]
     assert await storage.next_run_at() == expected
 
@@ -181,3 +181,12 @@ async def test_cancel_refuses_started_and_finished_jobs(
     assert await storage.cancel_job(done) is False
     assert (await storage.get_job(running))["status"] == "running"
     assert (await storage.get_job(done))["status"] == "succeeded"
+
+
+async def test_concurrent_enqueues_of_one_unique_key_agree(storage: Storage, make_job) -> None:
+    results = await asyncio.gather(
+        *(storage.enqueue([make_job(unique_key="once", payload=i)]) for i in range(5))
+    )
+    outs = [out for [out] in results]
+    assert len({o.id for o in outs}) == 1
+    assert sum(o.created for o in outs) == 1

@@ -33,9 +33,9 @@ async def test_the_owner_reacquires_with_a_larger_token(storage: Storage) -> Non
 
 
 async def test_an_expired_lock_goes_to_the_next_owner(storage: Storage) -> None:
-    first, _ = await storage.acquire_lock("job:42", "w1", 0.3, worker_id="w1")
+    first, _ = await storage.acquire_lock("job:42", "w1", 1.0, worker_id="w1")
     assert await storage.acquire_lock("job:42", "w2", 10) is None
-    await asyncio.sleep(0.4)
+    await asyncio.sleep(1.1)
     second, _ = await storage.acquire_lock("job:42", "w2", 10, worker_id="w2")
     assert second > first
     # the former holder's lease is gone
@@ -93,3 +93,13 @@ async def test_list_locks_shows_liveness_and_time_left(storage: Storage) -> None
     assert live["live"] is True and 55 < live["expires_in_s"] <= 60
     assert (live["owner"], live["worker_id"]) == ("svc", "w1")
     assert live["acquired_at"] < live["expires_at"]
+
+
+async def test_concurrent_acquirers_get_one_lease(storage: Storage) -> None:
+    results = await asyncio.gather(
+        *(storage.acquire_lock("contended", f"owner-{i}", 30) for i in range(5))
+    )
+    winners = [i for i, got in enumerate(results) if got is not None]
+    assert len(winners) == 1
+    [lock] = await storage.list_locks()
+    assert (lock["owner"], lock["token"]) == (f"owner-{winners[0]}", results[winners[0]][0])

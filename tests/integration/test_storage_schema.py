@@ -33,7 +33,7 @@ async def test_migrate_is_idempotent(storage: Storage) -> None:
     assert await storage.migrate() == []
     assert await storage.migrate() == []
     status = await storage.migration_status()
-    assert [s["name"] for s in status][0] == "0001_init"
+    assert status[0]["name"] == "0001_init"
     assert all(isinstance(s["applied_at"], datetime) for s in status), status
     assert [s["version"] for s in status] == sorted(s["version"] for s in status)
 

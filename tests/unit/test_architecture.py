@@ -20,7 +20,6 @@ SERVICES = {
     "qtui": ROOT / "tui/src/qtui",
 }
 SHARED = ROOT / "shared/src/qshared"
-DB_DRIVERS = {"asyncpg", "aiomysql", "pymysql", "redis", "psycopg", "psycopg2"}
 
 
 def imported_top_levels(folder: Path) -> dict[str, set[str]]:
@@ -44,17 +43,16 @@ def test_import_linter_contracts_pass() -> None:
     lint_imports = Path(sys.executable).parent / "lint-imports"
     assert lint_imports.exists(), f"{lint_imports} is missing; run `uv sync`"
     done = subprocess.run(
-        [str(lint_imports), "--no-cache", "--no-logo"], cwd=ROOT, capture_output=True, text=True, timeout=120
+        [str(lint_imports), "--no-cache", "--no-logo"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "0 broken" in done.stdout
 
 
-@pytest.mark.parametrize("service", sorted(SERVICES))
+@pytest.mark.parametrize("service", sorted(s for s, folder in SERVICES.items() if folder.exists()))
 def test_a_service_imports_no_other_service(service: str) -> None:
     folder = SERVICES[service]
-    if not folder.exists():
-        pytest.skip(f"{folder.relative_to(ROOT)} does not exist yet")
     imports = imported_top_levels(folder)
     others = {name: files for name, files in imports.items() if name in SERVICES and name != service}
     assert others == {}
@@ -68,16 +66,3 @@ def test_qshared_imports_no_service() -> None:
 def test_qshared_storage_imports_no_web_or_ui_framework() -> None:
     imports = imported_top_levels(SHARED / "storage")
     assert {n: f for n, f in imports.items() if n in {"aiohttp", "textual"}} == {}
-
-
-def test_the_tui_speaks_only_http() -> None:
-    folder = SERVICES["qtui"]
-    if not folder.exists():
-        pytest.skip("tui/src/qtui does not exist yet")
-    imports = imported_top_levels(folder)
-    assert {n: f for n, f in imports.items() if n in DB_DRIVERS} == {}
-    storage_users = {
-        f for n, files in imported_top_levels(folder).items() if n == "qshared" for f in files
-    }
-    for path in storage_users:
-        assert "qshared.storage" not in (ROOT / path).read_text(), f"{path} imports storage"

@@ -47,10 +47,8 @@ def test_parse_of_a_file_without_names_is_empty() -> None:
     assert parse_queries("-- nothing here\n") == {}
 
 
-@pytest.mark.parametrize("dialect", DIALECTS)
+@pytest.mark.parametrize("dialect", [d for d in DIALECTS if (STORAGE / f"{d}.py").exists()])
 def test_every_query_a_backend_uses_is_defined(dialect: str) -> None:
-    if not (STORAGE / f"{dialect}.py").exists():
-        pytest.skip(f"qshared.storage.{dialect} does not exist yet")
     used = used_names(dialect)
     assert used, f"found no self._q[...] lookups in {dialect}.py"
     defined = load_queries(dialect)
@@ -62,11 +60,3 @@ def test_the_postgres_dialect_is_complete() -> None:
     # the names the reference backend is known to need; guards the grep above
     assert {"enqueue", "pick_pending", "assign", "claim_assigned", "report",
             "acquire_lock"} <= used_names("postgres")
-
-
-def test_both_dialects_define_the_same_names() -> None:
-    if not (STORAGE / "sql" / "mysql.sql").exists():
-        pytest.skip("shared/src/qshared/storage/sql/mysql.sql does not exist yet")
-    postgres, mysql = set(load_queries("postgres")), set(load_queries("mysql"))
-    assert sorted(postgres - mysql) == [], "defined for postgres only"
-    assert sorted(mysql - postgres) == [], "defined for mysql only"

@@ -43,6 +43,7 @@ def running_dsn(data_dir: Path | str | None = None, database: str = DEFAULT_DATA
     pgdata = Path(data_dir or DEFAULT_DATA_DIR).absolute()
     if not (pgdata / "postmaster.pid").exists():
         return None
+    _pgserver()
     from pgserver.utils import PostmasterInfo
 
     try:

@@ -35,6 +35,17 @@ def console(stderr: bool = False) -> Console:
     return Console(file=stream, width=width, highlight=False, soft_wrap=False)
 
 
+def show(renderable: Any, stderr: bool = False) -> None:
+    """Print a rich renderable; into a pipe without colour and without trailing blanks."""
+    out = console(stderr)
+    if out.is_terminal:
+        out.print(renderable)
+        return
+    with out.capture() as captured:
+        out.print(renderable)
+    click.echo("\n".join(line.rstrip() for line in captured.get().splitlines()), err=stderr)
+
+
 def print_json(data: Any) -> None:
     """Pretty JSON on stdout, dates as ISO strings, no colour (pipe-friendly)."""
     click.echo(json.dumps(data, indent=2, default=_json_default, ensure_ascii=False))
@@ -80,9 +91,9 @@ def cell(value: Any) -> Text:
         return Text("-", style="dim")
     if isinstance(value, bool):
         return Text("yes" if value else "no")
-    if isinstance(value, list | tuple):
+    if isinstance(value, list | tuple) and not any(isinstance(v, dict | list) for v in value):
         return Text(",".join(str(v) for v in value))
-    if isinstance(value, dict):
+    if isinstance(value, dict | list | tuple):
         return Text(json.dumps(value, default=str, ensure_ascii=False))
     if isinstance(value, float):
         return Text(f"{value:.3f}".rstrip("0").rstrip(".") if value else "0")
@@ -96,32 +107,30 @@ def table(
 ) -> None:
     """Print rows as a table with the given columns."""
     rows = list(rows)
-    out = console()
     if not rows:
-        out.print(Text(empty, style="dim"))
+        show(Text(empty, style="dim"))
         return
     if title:
-        out.print(Text(title, style="bold"))
+        show(Text(title, style="bold"))
     t = Table(header_style="bold", box=None, pad_edge=False)
     for header, _ in columns:
         t.add_column(header, overflow="fold")
     for row in rows:
         t.add_row(*(cell(key(row) if callable(key) else row.get(key)) for _, key in columns))
-    out.print(t)
+    show(t)
 
 
 def fields(data: Mapping[str, Any], order: Sequence[str] = (), title: str | None = None) -> None:
     """Print one object as a two-column FIELD / VALUE table, known fields first."""
     keys = [k for k in order if k in data] + [k for k in data if k not in order]
-    out = console()
     if title:
-        out.print(Text(title, style="bold"))
+        show(Text(title, style="bold"))
     t = Table(show_header=False, box=None, pad_edge=False)
     t.add_column(style="bold")
     t.add_column(overflow="fold")
     for key in keys:
         t.add_row(key, cell(data[key]))
-    out.print(t)
+    show(t)
 
 
 def emit(
@@ -137,9 +146,9 @@ def emit(
 
 def success(message: str) -> None:
     """A short confirmation line on stdout."""
-    console().print(Text(message, style="green"))
+    show(Text(message, style="green"))
 
 
 def warn(message: str) -> None:
     """A warning line on stderr."""
-    console(stderr=True).print(Text(message, style="yellow"))
+    show(Text(message, style="yellow"), stderr=True)

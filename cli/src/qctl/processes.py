@@ -137,9 +137,11 @@ def terminate(
     deadline = time.monotonic() + grace
     while any(s.running for s in live) and time.monotonic() < deadline and not force():
         time.sleep(0.05)
+    forced = force()
     for service in live:
         if service.running:
-            log(f"{service.name} did not stop within {grace:.0f}s: killed")
+            log(f"{service.name} killed" if forced
+                else f"{service.name} did not stop within {grace:.0f}s: killed")
         service.kill_group()
         service.reported = True
 

@@ -266,7 +266,10 @@ class Stack:
 
     # -- chaos helpers -------------------------------------------------------------------
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
-        """Send a signal to one child (SIGKILL by default)."""
+        """Send a signal to one child (SIGKILL by default).
+
+        A SIGKILL sent here is waited for and counts as expected: on_exit is not called.
+        """
         service = self.services[name]
         service.signal(sig)
         if sig == signal.SIGKILL and service.proc is not None:

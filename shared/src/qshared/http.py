@@ -142,6 +142,20 @@ async def metrics_handler(_request: web.Request) -> web.Response:
     return resp
 
 
+def openapi_handler(owner: str) -> Handler:
+    """Serves the service's OpenAPI document (generated once, on first request)."""
+    cache: list[web.Response] = []
+
+    async def handler(_request: web.Request) -> web.StreamResponse:
+        if not cache:
+            from qshared.openapi import openapi_document
+
+            cache.append(json_response(openapi_document(owner)))
+        return web.Response(body=cache[0].body, content_type="application/json")
+
+    return handler
+
+
 def setup_logging(level: str) -> None:
     """One log format for every service."""
     logging.basicConfig(

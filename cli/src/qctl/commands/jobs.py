@@ -102,7 +102,7 @@ def enqueue(
     if fmt == "json":
         output.print_json({"ids": ids, "jobs": jobs})
     elif len(jobs) == 1:
-        output.fields(jobs[0], JOB_FIELDS)
+        output.fields({k: v for k, v in jobs[0].items() if k != "assignments"}, JOB_FIELDS)
     else:
         counts = Counter(j["status"] for j in jobs)
         click.echo("\n".join(str(i) for i in ids))

@@ -34,9 +34,8 @@ def _database(db: str | None) -> str | None:
     return None
 
 
-def _print_summary(stack: Stack, context_saved: bool) -> None:
+def _print_summary(stack: Stack, context_name: str | None) -> None:
     s = stack.summary()
-    out = output.console()
     db = redact(s["database_url"] or "")
     if s["embedded_database"]:
         db += f"  (embedded, data in {stack.state_dir / 'pg'})"
@@ -54,19 +53,21 @@ def _print_summary(stack: Stack, context_saved: bool) -> None:
     ]
     if stack.failover:
         lines.insert(3, ("failover", stack.services["failover"].url))
-    out.print(Text("qstack is up", style="bold green"))
+    if context_name:
+        lines.append(("context", f"{context_name!r} is now current: qctl commands reach "
+                                 "this stack"))
+    text = Text("qstack is up\n", style="bold green")
     for key, value in lines:
-        out.print(Text.assemble(("  " + key.ljust(10), "bold"), value))
-    if context_saved:
-        out.print(Text(f"  context   {LOCAL_CONTEXT!r} is now current: qctl commands "
-                       "reach this stack", style="dim"))
-    out.print("\nTry:")
-    out.print("  qctl enqueue noop --payload '{\"n\": 1}' --wait")
-    out.print("  qctl worker list")
-    out.print("  qctl queue stats")
-    out.print(f"  curl -H 'Authorization: Bearer {s['token']}' {s['scheduler_url']}"
-              "/admin/queue/stats")
-    out.print(Text("\nPress Ctrl-C to stop (twice to stop at once).", style="dim"))
+        text.append("  " + key.ljust(11), "bold").append(value + "\n", "")
+    text.append(
+        "\nTry:\n"
+        "  qctl enqueue noop --payload '{\"n\": 1}' --wait\n"
+        "  qctl worker list\n"
+        "  qctl queue stats\n"
+        f"  curl -H 'Authorization: Bearer {s['token']}' {s['scheduler_url']}/admin/queue/stats\n"
+    )
+    text.append("\nPress Ctrl-C to stop (twice to stop at once).", "dim")
+    output.show(text)
 
 
 @click.command("up", short_help="Run a local stack in the foreground.")
@@ -90,8 +91,9 @@ def _print_summary(stack: Stack, context_saved: bool) -> None:
               help="Also run qfailover on P+3 (default: when it is installed).")
 @click.option("--startup-timeout", type=click.FloatRange(min=1), default=30.0,
               show_default=True, metavar="S", help="How long each service may take to start.")
-@click.option("--grace", type=click.FloatRange(min=0), default=15.0, show_default=True,
-              metavar="S", help="How long children may take to stop before SIGKILL.")
+@click.option("--grace", type=click.FloatRange(min=0), default=35.0, show_default=True,
+              metavar="S", help="How long children may take to stop before SIGKILL "
+              "(workers finish running jobs for up to WORKER_GRACE_PERIOD, 30s by default).")
 @click.option("--context-name", default=LOCAL_CONTEXT, show_default=True,
               help="The context registered for this stack.")
 def up(
@@ -107,18 +109,19 @@ def up(
     """
     if failover is None:
         failover = importlib.util.find_spec("qfailover") is not None
-    err = output.console(stderr=True)
-
     def on_exit(service: Service, code: int) -> None:
-        err.print(Text(f"{service.name} exited unexpectedly with code {code}; "
-                       f"see {service.log_path}", style="bold red"))
-        err.print(Text(service.log_tail(5), style="red"))
+        output.show(Text(f"{service.name} exited unexpectedly with code {code}; see "
+                         f"{service.log_path}\n{service.log_tail(5)}", style="bold red"),
+                    stderr=True)
+
+    def log(message: str) -> None:
+        output.show(Text(message, style="dim"), stderr=True)
 
     stack = Stack(
         workers=workers, database_url=_database(db), port_base=port_base,
         concurrency=concurrency, queues=queues, token=os.environ.get("QSTACK_TOKEN") or None,
         state_dir=state_dir, log_level=log_level, app=app, startup_timeout=startup_timeout,
-        failover=failover, on_exit=on_exit, log=lambda msg: err.print(Text(msg, style="dim")),
+        failover=failover, on_exit=on_exit, log=log,
     )
     previous = {sig: signal.signal(sig, lambda *_: stack.request_stop())
                 for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -128,11 +131,11 @@ def up(
             Context(context_name, stack.scheduler_url, stack.registry_url, stack.token),
             make_current=True,
         )
-        _print_summary(stack, context_saved=True)
+        _print_summary(stack, context_name)
         stack.wait()
         if not stack.stop_requested:
             raise CliError("every service has exited; stopping", FAILED)
-        err.print(Text("stopping...", style="yellow"))
+        log("stopping...")
     finally:
         stack.stop(grace=grace)
         for sig, handler in previous.items():

@@ -23,6 +23,12 @@ STATS_COLUMNS: list[output.Column] = [
     ("FAILED", "failed"), ("DEAD", "dead"), ("IN-FLIGHT", "in_flight"),
     ("AVG RUN", lambda r: output.age(r.get("avg_run_s"))),
 ]
+CHECK_COLUMNS: list[output.Column] = [
+    ("CHECKED", "checked_at"), ("STATUS", "status"), ("CPU%", "cpu_percent"),
+    ("MEM", lambda c: output.size(c.get("memory_bytes"))), ("IN-FLIGHT", "in_flight"),
+    ("LAG", lambda c: output.age((c.get("loop_lag_ms") or 0) / 1000)),
+    ("REASONS", lambda c: (c.get("details") or {}).get("reasons")),
+]
 WORKER_FIELDS = (
     "id", "hostname", "pid", "queues", "concurrency", "prefetch", "status", "requested",
     "health", "in_flight", "heartbeat_age_s", "cpu_percent", "memory_bytes", "loop_lag_ms",
@@ -68,8 +74,12 @@ def show_worker(ctx: click.Context, worker_id: str) -> None:
     worker = options.registry(ctx).request("GET", f"/api/v1/workers/{worker_id}")
     if options.output_format(ctx) == "json":
         output.print_json(worker)
-    else:
-        output.fields(worker, WORKER_FIELDS, title=f"worker {worker_id}")
+        return
+    checks = worker.pop("health_checks", None)
+    output.fields(worker, WORKER_FIELDS, title=f"worker {worker_id}")
+    if isinstance(checks, list):
+        click.echo()
+        output.table(checks, CHECK_COLUMNS, title="recent health checks", empty="none yet")
 
 
 def _worker_ids(worker_id: str | None, worker_id_opt: str | None) -> str:
@@ -143,16 +153,18 @@ def _exec_qworker(args: list[str]) -> None:
     os.execv(argv[0], [*argv, *args])
 
 
-@worker_group.command("start", context_settings={"ignore_unknown_options": True,
-                                                  "allow_extra_args": True})
+_PASSTHROUGH = {"ignore_unknown_options": True, "allow_extra_args": True,
+                "help_option_names": []}
+
+
+@worker_group.command("start", context_settings=_PASSTHROUGH)
 @click.pass_context
 def start_worker(ctx: click.Context) -> None:
     """Run a worker in this terminal: the same as `qworker start ARGS...`."""
     _exec_qworker(["start", *ctx.args])
 
 
-@worker_group.command("health", context_settings={"ignore_unknown_options": True,
-                                                   "allow_extra_args": True})
+@worker_group.command("health", context_settings=_PASSTHROUGH)
 @click.pass_context
 def worker_health(ctx: click.Context) -> None:
     """Check the local worker's /health: the same as `qworker health ARGS...` (exit 0/1)."""

@@ -9,5 +9,3 @@ HEALTH_CHECKS_FAILED = Counter(
     "worker_health_checks_failed", "Worker health checks graded unhealthy."
 )
 WORKERS = Gauge("qstack_workers", "Registered workers by status.", ["status"])
-DB_POOL_ACTIVE = Gauge("db_connection_pool_active", "Database connections in use.")
-DB_POOL_MAX = Gauge("db_connection_pool_max", "Database connection pool size.")

@@ -6,6 +6,7 @@ from aiohttp import web
 from qshared.config import Settings
 from qshared.errors import Conflict, NotFound, ValidationFailed
 from qshared.http import json_response, read_model
+from qshared.metrics import observe_pool
 from qshared.schemas import (
     HeartbeatIn,
     HeartbeatOut,
@@ -132,7 +133,5 @@ async def health(request: web.Request) -> web.Response:
     for status in ("active", "draining", "stopped", "failed"):
         metrics.WORKERS.labels(status=status).set(by_status.get(status, 0))
     checks["workers"] = by_status
-    active, used_max = storage.pool_stats()
-    metrics.DB_POOL_ACTIVE.set(active)
-    metrics.DB_POOL_MAX.set(used_max)
+    observe_pool(storage.pool_stats())
     return json_response({"status": "ok", "service": "registry", "checks": checks})

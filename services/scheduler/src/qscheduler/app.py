@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 from qshared.config import Settings
-from qshared.http import make_app, metrics_handler
+from qshared.http import make_app, metrics_handler, openapi_handler
 from qshared.storage import open_storage
 
 from qscheduler import views
@@ -60,5 +60,6 @@ def create_app(settings: Settings) -> web.Application:
         web.get("/admin/queue/stats", views.stats),
         web.get(settings.health_check_endpoint, views.health),
         web.get("/metrics", metrics_handler),
+        web.get("/openapi.json", openapi_handler("scheduler")),
     ])
     return app

@@ -19,5 +19,3 @@ DISPATCH_BATCH = Histogram(
 )
 LEADER = Gauge("qstack_leader", "1 while this replica holds the role's leader lease.", ["role"])
 QUEUE_LENGTH = Gauge("queue_length", "Due pending jobs per queue.", ["queue_name"])
-DB_POOL_ACTIVE = Gauge("db_connection_pool_active", "Database connections in use.")
-DB_POOL_MAX = Gauge("db_connection_pool_max", "Database connection pool size.")

@@ -9,6 +9,7 @@ from aiohttp import web
 from qshared.config import Settings
 from qshared.errors import Conflict, NotFound, PayloadTooLarge, ValidationFailed
 from qshared.http import int_param, json_response, read_model
+from qshared.metrics import observe_pool
 from qshared.schemas import (
     AssignmentOut,
     BatchOut,
@@ -138,8 +139,6 @@ async def health(request: web.Request) -> web.Response:
     checks["dispatcher_leader"] = dispatcher.lease.is_leader
     if dispatcher.last_pass_at is not None:
         checks["last_dispatch_pass_age_s"] = round(time.monotonic() - dispatcher.last_pass_at, 3)
-    active, most = storage.pool_stats()
-    metrics.DB_POOL_ACTIVE.set(active)
-    metrics.DB_POOL_MAX.set(most)
+    observe_pool(storage.pool_stats())
     body = {"status": "ok" if ok else "failing", "service": "scheduler", "checks": checks}
     return json_response(body, 200 if ok else 503)

@@ -20,5 +20,3 @@ IN_FLIGHT = Gauge("qstack_worker_in_flight", "Jobs this worker holds (running or
 CPU = Gauge("worker_cpu_usage_percent", "CPU use of this worker process, percent of one core.")
 MEMORY = Gauge("qstack_worker_memory_bytes", "Resident memory of this worker process.")
 LOOP_LAG = Gauge("qstack_worker_loop_lag_seconds", "Event-loop lag measured by the worker.")
-DB_POOL_ACTIVE = Gauge("db_connection_pool_active", "Database connections in use.")
-DB_POOL_MAX = Gauge("db_connection_pool_max", "Database connection pool size.")

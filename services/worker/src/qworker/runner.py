@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 from qshared.config import Settings
 from qshared.errors import StorageError
+from qshared.metrics import observe_pool
 from qshared.storage import Storage, worker_channel
 from qshared.storage.base import Assignment, Outcome
 
@@ -194,9 +195,7 @@ class Worker:
             lag = max(time.monotonic() - t0 - period, 0.0)
             self.watch.tick(lag)
             metrics.LOOP_LAG.set(lag)
-            active, most = self.storage.pool_stats()
-            metrics.DB_POOL_ACTIVE.set(active)
-            metrics.DB_POOL_MAX.set(most)
+            observe_pool(self.storage.pool_stats())
 
     def _figures(self) -> dict[str, Any]:
         """Called from the heartbeat thread: plain reads only."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import logging
 from collections.abc import Sequence
@@ -67,6 +68,21 @@ def migration_files(dialect: str) -> list[tuple[int, str, str]]:
     return sorted(found)
 
 
+def latest_outcomes(outcomes: Sequence[Outcome]) -> list[Outcome]:
+    """One outcome per assignment (job and token), the latest; it keeps an earlier start time.
+
+    UPDATE ... FROM applies an arbitrary one of several rows matching a job, so a batch must
+    not name one assignment twice (outcomes with other tokens cannot match: they stay).
+    """
+    latest: dict[tuple[int, int], Outcome] = {}
+    for o in outcomes:
+        prev = latest.get((o.id, o.token))
+        if prev is not None and o.started is None:
+            o = dataclasses.replace(o, started=prev.started)
+        latest[(o.id, o.token)] = o
+    return list(latest.values())
+
+
 class _PgSubscription(Subscription):
     """A LISTEN on its own connection, re-established after a connection loss."""
 
@@ -81,7 +97,11 @@ class _PgSubscription(Subscription):
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"listen:{self._channel}")
-        await asyncio.wait_for(self._ready.wait(), timeout=30)
+        try:
+            await asyncio.wait_for(self._ready.wait(), timeout=30)
+        except BaseException:
+            await self.close()
+            raise
 
     async def _run(self) -> None:
         first = True
@@ -262,7 +282,8 @@ class PostgresStorage(Storage):
             if not rows:
                 return []
             pending = [PendingJob(r["id"], r["queue_name"], r["priority"], r["run_at"]) for r in rows]
-            pairs = [(j, w) for j, w in choose(pending) if w in locked]
+            offered = {j.id for j in pending}
+            pairs = [(j, w) for j, w in choose(pending) if w in locked and j in offered]
             if pairs:
                 await conn.execute(
                     self._q["assign"], [p[0] for p in pairs], [p[1] for p in pairs]
@@ -288,6 +309,7 @@ class PostgresStorage(Storage):
 
     @_translated
     async def report(self, outcomes: Sequence[Outcome]) -> list[tuple[int, str]]:
+        outcomes = latest_outcomes(outcomes)
         if not outcomes:
             return []
         rows = await self._pool.fetch(

@@ -196,7 +196,7 @@ VALUES ($1, $2, $3, $4, $5, $6, 'active', $7, $8, now(), now(), now(), NULL)
 ON CONFLICT (id) DO UPDATE SET
     hostname = EXCLUDED.hostname, pid = EXCLUDED.pid, queues = EXCLUDED.queues,
     concurrency = EXCLUDED.concurrency, prefetch = EXCLUDED.prefetch, status = 'active',
-    version = EXCLUDED.version, admin_url = EXCLUDED.admin_url,
+    version = EXCLUDED.version, admin_url = EXCLUDED.admin_url, started_at = now(),
     last_heartbeat_at = now(), updated_at = now(), requested = NULL
 RETURNING *
 

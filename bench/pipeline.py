@@ -1,0 +1,151 @@
+"""Pipeline benchmark: enqueue rate, drain throughput and enqueue->start latency.
+
+Starts a real stack (registry, scheduler, N workers as processes) on PostgreSQL and prints:
+- enqueue rate: N noop jobs submitted in batches of 1,000 over HTTP;
+- drain throughput: those jobs all become due at one instant (a shared run_at), and the
+  time from that instant to the last one finishing gives jobs/s from a full backlog;
+- enqueue->start latency p50/p99: single-job submissions at a fixed rate, measured from the
+  job's insert (created_at) to its start on a worker (started_at).
+
+    uv run python bench/pipeline.py [--db postgresql://...] [--jobs 10000] [--workers 3]
+
+Without --db (or QSTACK_BENCH_DB) an embedded PostgreSQL is started under .qstack/bench.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import secrets
+import statistics
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import asyncpg
+import httpx
+from qctl.stack import Stack
+from qshared.client import job_body
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(int(q * len(ordered)), len(ordered) - 1)]
+
+
+async def sql(url: str, query: str, *args):
+    conn = await asyncpg.connect(url)
+    try:
+        return await conn.fetch(query, *args)
+    finally:
+        await conn.close()
+
+
+async def wait_final(url: str, n: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        rows = await sql(url, "SELECT count(*) AS n FROM jobs WHERE status IN ('succeeded','dead')")
+        if rows[0]["n"] >= n:
+            return
+        if time.monotonic() > deadline:
+            raise SystemExit(f"only {rows[0]['n']} of {n} jobs finished within {timeout}s")
+        await asyncio.sleep(0.02)
+
+
+async def measure(stack: Stack, url: str, jobs: int, rate: float, seconds: float) -> dict:
+    headers = {"Authorization": f"Bearer {stack.token}"}
+    async with httpx.AsyncClient(base_url=stack.scheduler_url, headers=headers, timeout=60) as c:
+        # 1. enqueue rate, with every job due at one later instant
+        lead = max(5.0, jobs / 2000)
+        due = datetime.now(UTC) + timedelta(seconds=lead)
+        t0 = time.perf_counter()
+        for start in range(0, jobs, 1000):
+            body = {"jobs": [job_body("noop", run_at=due) for _ in range(min(1000, jobs - start))]}
+            resp = await c.post("/api/v1/jobs/batch", json=body)
+            resp.raise_for_status()
+        enqueue_s = time.perf_counter() - t0
+        if datetime.now(UTC) >= due:
+            raise SystemExit("enqueueing took longer than the lead time; raise it")
+        # 2. drain from a full backlog
+        await wait_final(url, jobs, timeout=600)
+        row = (await sql(url, "SELECT max(finished_at) AS last, min(started_at) AS first,"
+                              " count(*) FILTER (WHERE status = 'succeeded') AS ok FROM jobs"))[0]
+        drain_s = (row["last"] - due).total_seconds()
+        # 3. latency at a fixed submission rate
+        await sql(url, "TRUNCATE jobs, job_assignments")
+        total = int(rate * seconds)
+        interval = 1.0 / rate
+        start = time.perf_counter()
+        sends = []
+        for i in range(total):
+            delay = start + i * interval - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            sends.append(asyncio.create_task(c.post("/api/v1/jobs", json=job_body("noop"))))
+        for resp in await asyncio.gather(*sends):
+            resp.raise_for_status()
+        await wait_final(url, total, timeout=120)
+        lat = [r["s"] for r in await sql(
+            url, "SELECT EXTRACT(EPOCH FROM started_at - created_at)::float8 AS s FROM jobs")]
+    return {
+        "jobs": jobs, "succeeded": row["ok"],
+        "enqueue_jobs_per_s": round(jobs / enqueue_s),
+        "drain_jobs_per_s": round(jobs / drain_s), "drain_s": round(drain_s, 3),
+        "latency_rate_per_s": rate, "latency_samples": len(lat),
+        "enqueue_to_start_p50_ms": round(statistics.median(lat) * 1000, 2),
+        "enqueue_to_start_p99_ms": round(pct(lat, 0.99) * 1000, 2),
+        "enqueue_to_start_max_ms": round(max(lat) * 1000, 2),
+    }
+
+
+async def make_schema(server_url: str) -> str:
+    schema = "bench_" + secrets.token_hex(4)
+    await sql(server_url, f'CREATE SCHEMA "{schema}"')
+    return schema
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--db", default=os.environ.get("QSTACK_BENCH_DB"))
+    p.add_argument("--jobs", type=int, default=10_000)
+    p.add_argument("--workers", type=int, default=3)
+    p.add_argument("--concurrency", type=int, default=4)
+    p.add_argument("--rate", type=float, default=200.0, help="submissions/s for the latency run")
+    p.add_argument("--seconds", type=float, default=10.0, help="length of the latency run")
+    p.add_argument("--port-base", type=int, default=18400)
+    p.add_argument("--out", default="bench/results/pipeline.json")
+    args = p.parse_args()
+
+    schema = None
+    url = args.db
+    if url:
+        schema = asyncio.run(make_schema(url))
+        sep = "&" if "?" in url else "?"
+        url = f"{url}{sep}search_path={schema}"
+    stack = Stack(workers=args.workers, concurrency=args.concurrency, database_url=url,
+                  port_base=args.port_base, state_dir=".qstack/bench", log_level="warning",
+                  queues=("default",), log=lambda m: print(m, file=sys.stderr))
+    try:
+        stack.start()
+        result = asyncio.run(measure(stack, stack.database_url, args.jobs, args.rate, args.seconds))
+    finally:
+        stack.stop()
+        if schema:
+            asyncio.run(sql(args.db, f'DROP SCHEMA "{schema}" CASCADE'))
+    result.update({
+        "database": "postgresql (external)" if args.db else "postgresql (embedded pgserver)",
+        "workers": args.workers, "concurrency": args.concurrency, "cores": os.cpu_count(),
+        "at": datetime.now(UTC).isoformat(timespec="seconds"),
+    })
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    width = max(len(k) for k in result)
+    for key, value in result.items():
+        print(f"{key:<{width}}  {value}")
+
+
+if __name__ == "__main__":
+    main()

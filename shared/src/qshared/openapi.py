@@ -1,0 +1,122 @@
+"""The OpenAPI document, generated from the API schemas and each service's route table."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from qshared import schemas as s
+
+
+@dataclass(frozen=True)
+class Op:
+    """One documented operation."""
+
+    method: str
+    path: str
+    summary: str
+    owner: str
+    body: type[BaseModel] | None = None
+    reply: type[BaseModel] | None = None
+    status: int = 200
+    errors: tuple[int, ...] = (400, 401)
+    params: tuple[tuple[str, str, str], ...] = field(default=())  # (name, in, type)
+
+
+_JOB_ID = (("job_id", "path", "integer"),)
+_WORKER_ID = (("worker_id", "path", "string"),)
+
+OPERATIONS: tuple[Op, ...] = (
+    Op("post", "/api/v1/jobs", "Enqueue one job", "scheduler", s.JobIn, s.EnqueuedOut, 201,
+       (400, 401, 413)),
+    Op("post", "/api/v1/jobs/batch", "Enqueue jobs in one transaction", "scheduler",
+       s.JobBatchIn, s.BatchOut, 201, (400, 401, 413)),
+    Op("get", "/api/v1/jobs/{job_id}", "A job with its assignment history", "scheduler",
+       reply=s.JobDetailOut, errors=(400, 401, 404), params=_JOB_ID),
+    Op("post", "/api/v1/jobs/{job_id}/cancel", "Cancel a job that has not started",
+       "scheduler", reply=s.JobOut, errors=(400, 401, 404, 409), params=_JOB_ID),
+    Op("get", "/admin/queue/jobs", "Jobs by queue, state and task, newest first", "scheduler",
+       reply=s.JobListOut, params=(("queue", "query", "string"), ("status", "query", "string"),
+                                   ("task", "query", "string"), ("limit", "query", "integer"),
+                                   ("before", "query", "integer"))),
+    Op("get", "/admin/queue/stats", "Per queue counts by state", "scheduler", reply=s.StatsOut),
+    Op("post", "/api/v1/workers", "Register a worker", "registry", s.WorkerIn, s.RegisteredOut,
+       201),
+    Op("get", "/api/v1/workers", "Registered workers", "registry", reply=s.WorkerListOut,
+       params=(("status", "query", "string"),)),
+    Op("get", "/admin/queue/workers", "Registered workers (the specification's path)",
+       "registry", reply=s.WorkerListOut, params=(("status", "query", "string"),)),
+    Op("get", "/api/v1/workers/stats", "Per worker assignments by outcome", "registry",
+       reply=s.WorkerStatsListOut),
+    Op("get", "/api/v1/workers/{worker_id}", "A worker with its recent health checks",
+       "registry", reply=s.WorkerOut, errors=(401, 404), params=_WORKER_ID),
+    Op("post", "/api/v1/workers/{worker_id}/heartbeat", "Heartbeat with health figures",
+       "registry", s.HeartbeatIn, s.HeartbeatOut, errors=(400, 401, 404, 409),
+       params=_WORKER_ID),
+    Op("post", "/api/v1/workers/{worker_id}/drain", "Ask a worker to drain", "registry",
+       reply=s.WorkerOut, errors=(401, 404, 409), params=_WORKER_ID),
+    Op("post", "/api/v1/workers/{worker_id}/stop", "Ask a worker to stop gracefully",
+       "registry", reply=s.WorkerOut, errors=(401, 404, 409), params=_WORKER_ID),
+    Op("delete", "/api/v1/workers/{worker_id}", "Deregister a worker", "registry",
+       reply=s.WorkerOut, errors=(401, 404), params=_WORKER_ID),
+    Op("get", "/health", "Health of the service and what was checked", "each",
+       reply=s.HealthOut, errors=(503,)),
+)
+
+
+def _error_response(status: int) -> dict[str, Any]:
+    return {
+        "description": {400: "Bad input", 401: "Missing or wrong token", 404: "Not found",
+                        409: "Conflict", 413: "Too large", 503: "Unavailable"}[status],
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorOut"}}},
+    }
+
+
+def openapi_document(owner: str | None = None) -> dict[str, Any]:
+    """The OpenAPI 3.1 document of one service (`owner`) or of the whole system."""
+    ops = [op for op in OPERATIONS if owner is None or op.owner in (owner, "each")]
+    wanted = {(s.ErrorOut, "serialization")}
+    for op in ops:
+        if op.body is not None:
+            wanted.add((op.body, "validation"))
+        if op.reply is not None:
+            wanted.add((op.reply, "serialization"))
+    refs, schema = models_json_schema(
+        sorted(wanted, key=lambda p: (p[0].__name__, p[1])),
+        ref_template="#/components/schemas/{model}",
+    )
+    paths: dict[str, dict[str, Any]] = {}
+    for op in ops:
+        entry: dict[str, Any] = {
+            "summary": op.summary, "tags": [op.owner],
+            "responses": {str(op.status): {"description": "OK"}},
+        }
+        if op.reply is not None:
+            entry["responses"][str(op.status)]["content"] = {
+                "application/json": {"schema": refs[(op.reply, "serialization")]}
+            }
+        if op.body is not None:
+            entry["requestBody"] = {"required": True, "content": {
+                "application/json": {"schema": refs[(op.body, "validation")]}}}
+        for status in op.errors:
+            entry["responses"][str(status)] = _error_response(status)
+        if op.params:
+            entry["parameters"] = [
+                {"name": n, "in": where, "required": where == "path", "schema": {"type": t}}
+                for n, where, t in op.params
+            ]
+        if op.path.startswith(("/api/", "/admin/")):
+            entry["security"] = [{"bearer": []}]
+        paths.setdefault(op.path, {})[op.method] = entry
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": f"qstack {owner or 'system'} API", "version": "1"},
+        "paths": paths,
+        "components": {
+            "schemas": schema.get("$defs", {}),
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+    }

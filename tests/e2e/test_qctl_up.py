@@ -1,0 +1,138 @@
+"""`qctl up --workers 3` on the embedded database, driven as a user would, and qctl against it.
+
+Acceptance: 3,000 noop jobs submitted in batches all end `succeeded`, and each of the 3
+workers ran between 950 and 1,050 of them (the specification's even distribution, +-5 %).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from e2e_helpers import free_port_base, wait_until
+from qshared.client import Client, job_body
+
+pytestmark = pytest.mark.e2e
+
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="module")
+def up(tmp_path_factory):
+    """A `qctl up --workers 3` process on the embedded PostgreSQL; SIGINT at the end."""
+    home = tmp_path_factory.mktemp("qctl-up")
+    base = free_port_base()
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("DATABASE_URL", "DB_", "QSTACK_"))}
+    env.update({"QSTACK_CONFIG_DIR": str(home / "config"), "QSTACK_TOKEN": "e2e-token",
+                "PYTHONUNBUFFERED": "1"})
+    log = (home / "qctl-up.log").open("wb")
+    proc = subprocess.Popen(
+        [str(BIN / "qctl"), "up", "--workers", "3", "--port-base", str(base)],
+        cwd=home, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    info = {"proc": proc, "home": home, "env": env, "log": home / "qctl-up.log",
+            "scheduler": f"http://127.0.0.1:{base + 2}", "registry": f"http://127.0.0.1:{base + 1}",
+            "workers": [f"http://127.0.0.1:{base + 10 + i}" for i in range(3)]}
+    try:
+        def ready():
+            if proc.poll() is not None:
+                pytest.fail(f"qctl up exited: {info['log'].read_text()[-3000:]}")
+            try:
+                r = httpx.get(info["registry"] + "/api/v1/workers", timeout=2,
+                              headers={"Authorization": "Bearer e2e-token"})
+            except httpx.HTTPError:
+                return False
+            return r.status_code == 200 and len(
+                [w for w in r.json()["workers"] if w["status"] == "active"]) == 3
+
+        wait_until(ready, timeout=120, interval=0.2, what="qctl up with 3 active workers")
+        yield info
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+        log.close()
+
+
+def qctl(up, *args, check=True):
+    result = subprocess.run([str(BIN / "qctl"), *args], cwd=up["home"], env=up["env"],
+                            capture_output=True, text=True, timeout=60)
+    if check and result.returncode != 0:
+        pytest.fail(f"qctl {' '.join(args)} -> {result.returncode}\n{result.stdout}{result.stderr}")
+    return result
+
+
+def test_3000_noop_jobs_all_succeed_spread_evenly(up):
+    with Client(up["scheduler"], "e2e-token") as client:
+        ids = []
+        for _ in range(6):
+            ids += client.enqueue_many([job_body("noop", {"i": i}) for i in range(500)])
+        assert len(set(ids)) == 3000
+
+        def drained():
+            stats = {q["queue"]: q for q in client.stats()}
+            return stats.get("default", {}).get("succeeded") == 3000 and stats["default"]
+
+        final = wait_until(drained, timeout=120, what="3000 jobs to succeed")
+        assert final["pending"] == final["assigned"] == final["running"] == final["dead"] == 0
+
+
+def test_each_worker_ran_950_to_1050(up):
+    with Client(up["registry"], "e2e-token") as registry:
+        stats = registry.request("GET", "/api/v1/workers/stats")["workers"]
+    counts = {w["worker_id"]: w["succeeded"] for w in stats}
+    print("jobs per worker:", counts)
+    assert len(counts) == 3 and sum(counts.values()) == 3000
+    assert all(950 <= n <= 1050 for n in counts.values()), counts
+
+
+def test_qctl_commands_reach_the_stack(up):
+    # `qctl up` registered the "local" context, so no URL or token is passed here
+    listed = json.loads(qctl(up, "worker:list", "--output", "json").stdout)["workers"]
+    assert len([w for w in listed if w["status"] == "active"]) == 3
+    stats = json.loads(qctl(up, "worker", "stats", "--output", "json").stdout)["workers"]
+    assert sum(w["succeeded"] for w in stats) >= 3000
+    out = qctl(up, "enqueue", "echo", "--payload", '{"via": "qctl"}', "--wait",
+               "--output", "json").stdout
+    [job] = json.loads(out)["jobs"]
+    assert job["status"] == "succeeded" and job["result"] == {"via": "qctl"}
+    shown = json.loads(qctl(up, "job", "show", str(job["id"]), "--output", "json").stdout)
+    assert shown["id"] == job["id"] and len(shown["assignments"]) == 1
+    assert qctl(up, "job", "show", "999999999", check=False).returncode == 5
+    status = qctl(up, "db:status")
+    assert "0001_init" in status.stdout
+    queue = json.loads(qctl(up, "queue", "stats", "--output", "json").stdout)["queues"]
+    assert {q["queue"] for q in queue} >= {"default"}
+
+
+def test_worker_health_command_exit_codes(up):
+    ok = subprocess.run([str(BIN / "qworker"), "health", "--url", up["workers"][0] + "/health"],
+                        capture_output=True, timeout=30)
+    assert ok.returncode == 0
+    bad = subprocess.run([str(BIN / "qworker"), "health", "--url", "http://127.0.0.1:1/health"],
+                         capture_output=True, timeout=30)
+    assert bad.returncode == 1
+
+
+def test_ctrl_c_stops_everything_cleanly(up):
+    proc = up["proc"]
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=60) == 0
+    time.sleep(0.2)
+    for url in [up["registry"], up["scheduler"], *up["workers"]]:
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(url + "/health", timeout=2)
+    pg_dir = str(up["home"] / ".qstack" / "pg")
+    leftovers = subprocess.run(["pgrep", "-f", pg_dir], capture_output=True, text=True)
+    assert leftovers.stdout.strip() == "", "the embedded PostgreSQL is still running"
