@@ -27,6 +27,7 @@ from pathlib import Path
 
 import asyncpg
 import httpx
+
 from qctl.stack import Stack
 from qshared.client import job_body
 

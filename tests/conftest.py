@@ -17,6 +17,7 @@ from backends import (
     pg_schema,
     storage_backends,
 )
+
 from qshared.storage import open_storage
 from qshared.storage.base import NewJob, Outcome, PendingJob, Storage
 

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from backends import pg_schema
 from e2e_helpers import Db, free_port_base
+
 from qctl.stack import Stack
 
 

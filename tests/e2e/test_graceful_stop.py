@@ -6,6 +6,7 @@ import signal
 
 import pytest
 from e2e_helpers import wait_until
+
 from qshared.client import job_body
 
 pytestmark = pytest.mark.e2e

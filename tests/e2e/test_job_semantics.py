@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from e2e_helpers import wait_until
+
 from qshared.client import job_body
 from qshared.errors import Conflict, NotFound
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 from e2e_helpers import free_port_base, wait_until
+
 from qshared.client import Client, job_body
 
 pytestmark = pytest.mark.e2e

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from backends import catalog
+
 from qshared.errors import StorageError
 from qshared.storage import open_storage
 from qshared.storage.base import Storage

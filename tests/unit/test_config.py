@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from qshared.config import Settings, load_settings
 from qshared.errors import ConfigError
 

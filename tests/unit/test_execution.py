@@ -6,6 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
 import orjson
+
 import qworker.builtin  # noqa: F401
 from qshared.storage.base import Assignment
 from qworker import task

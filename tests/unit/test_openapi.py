@@ -6,6 +6,7 @@ import json
 
 import pytest
 from aiohttp import web
+
 from qregistry.app import create_app as registry_app
 from qscheduler.app import create_app as scheduler_app
 from qshared.config import Settings

@@ -12,6 +12,7 @@ import asyncpg
 import click
 import pytest
 from click.testing import CliRunner, Result
+
 from qctl.__main__ import main, rewrite_colon_commands
 from qctl.app import cli
 from qctl.contexts import Context, ContextStore, resolve

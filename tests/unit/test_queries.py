@@ -7,6 +7,7 @@ from importlib import resources
 from pathlib import Path
 
 import pytest
+
 from qshared.storage.queries import load_queries, parse_queries
 
 STORAGE = Path(str(resources.files("qshared.storage")))

@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from pydantic import ValidationError
+
 from qshared.schemas import JobBatchIn, JobIn
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import click
-from qshared.errors import QstackError
 
 from qctl.commands.context import context_group
 from qctl.commands.db import db_group
@@ -13,6 +12,7 @@ from qctl.commands.up import up
 from qctl.commands.workers import worker_group
 from qctl.errors import EXIT_CODES_HELP, to_cli_error
 from qctl.options import endpoint_options, output_option
+from qshared.errors import QstackError
 
 
 class QctlGroup(click.Group):

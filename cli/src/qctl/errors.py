@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 import httpx
+
 from qshared.errors import (
     ConfigError,
     NotFound,

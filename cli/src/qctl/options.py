@@ -6,9 +6,9 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
-from qshared.client import Client
 
 from qctl.contexts import Target, resolve
+from qshared.client import Client
 
 F = TypeVar("F", bound=Callable[..., Any])
 

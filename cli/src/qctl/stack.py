@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from qshared.client import Client
-from qshared.errors import QstackError
 
 from qctl.embedded import EmbeddedPostgres, process_alive
 from qctl.processes import Service, command_for, port_in_use, terminate
+from qshared.client import Client
+from qshared.errors import QstackError
 
 
 class StackError(QstackError):

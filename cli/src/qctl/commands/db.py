@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import click
-from qshared.errors import QstackError, StorageError
 
 from qctl import output
 from qctl.database import migrate, migration_status, redact, resolve_dsn
 from qctl.errors import FAILED, CliError, exit_code_for
 from qctl.options import output_format, output_option
+from qshared.errors import QstackError, StorageError
 
 _DB_HELP = "Database URL (default: DATABASE_URL, DB_*, or the running embedded PostgreSQL)."
 

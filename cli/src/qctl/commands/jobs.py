@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import click
-from qshared.client import job_body
 
 from qctl import options, output
 from qctl.errors import FAILED, CliError
+from qshared.client import job_body
 
 BATCH_SIZE = 1000
 

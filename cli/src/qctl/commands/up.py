@@ -8,7 +8,6 @@ import signal
 from pathlib import Path
 
 import click
-from qshared.config import load_settings
 from rich.text import Text
 
 from qctl import output
@@ -16,6 +15,7 @@ from qctl.contexts import LOCAL_CONTEXT, Context, ContextStore
 from qctl.database import redact
 from qctl.errors import FAILED, CliError
 from qctl.stack import Service, Stack
+from qshared.config import load_settings
 
 
 def _queues(_ctx: click.Context, _param: click.Parameter, value: str) -> list[str]:

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import sys
 
+from qregistry.app import create_app
 from qshared.config import load_settings
 from qshared.errors import ConfigError
 from qshared.http import run, serve, setup_logging
-
-from qregistry.app import create_app
 
 
 def main() -> None:

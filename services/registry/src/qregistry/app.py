@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 from aiohttp import web
-from qshared.config import Settings
-from qshared.http import make_app, metrics_handler, openapi_handler
-from qshared.storage import open_storage
 
 from qregistry import views
 from qregistry.views import SETTINGS, STORAGE
+from qshared.config import Settings
+from qshared.http import make_app, metrics_handler, openapi_handler
+from qshared.storage import open_storage
 
 
 def create_app(settings: Settings) -> web.Application:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from aiohttp import web
+
+from qregistry import metrics
+from qregistry.grading import grade
 from qshared.config import Settings
 from qshared.errors import Conflict, NotFound, ValidationFailed
 from qshared.http import json_response, read_model
@@ -18,9 +21,6 @@ from qshared.schemas import (
     WorkerStatsOut,
 )
 from qshared.storage import Storage
-
-from qregistry import metrics
-from qregistry.grading import grade
 
 SETTINGS = web.AppKey("settings", Settings)
 STORAGE = web.AppKey("storage", Storage)

@@ -10,13 +10,13 @@ import uuid
 from collections.abc import AsyncIterator
 
 from aiohttp import web
-from qshared.config import Settings
-from qshared.http import make_app, metrics_handler, openapi_handler
-from qshared.storage import open_storage
 
 from qscheduler import views
 from qscheduler.dispatch import Dispatcher
 from qscheduler.views import DISPATCHER, SETTINGS, STORAGE
+from qshared.config import Settings
+from qshared.http import make_app, metrics_handler, openapi_handler
+from qshared.storage import open_storage
 
 
 def create_app(settings: Settings) -> web.Application:

@@ -8,12 +8,11 @@ import logging
 import time
 from datetime import UTC, datetime
 
+from qscheduler import metrics
+from qscheduler.selection import RecentAssignments, choose
 from qshared.errors import StorageError
 from qshared.leases import Lease
 from qshared.storage import DISPATCH_CHANNEL, Storage
-
-from qscheduler import metrics
-from qscheduler.selection import RecentAssignments, choose
 
 log = logging.getLogger(__name__)
 

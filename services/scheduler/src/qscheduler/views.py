@@ -6,6 +6,9 @@ import time
 
 import orjson
 from aiohttp import web
+
+from qscheduler import metrics
+from qscheduler.dispatch import Dispatcher
 from qshared.config import Settings
 from qshared.errors import Conflict, NotFound, PayloadTooLarge, ValidationFailed
 from qshared.http import int_param, json_response, read_model
@@ -24,9 +27,6 @@ from qshared.schemas import (
 )
 from qshared.storage import Storage
 from qshared.storage.base import JOB_STATES, NewJob
-
-from qscheduler import metrics
-from qscheduler.dispatch import Dispatcher
 
 SETTINGS = web.AppKey("settings", Settings)
 STORAGE = web.AppKey("storage", Storage)

@@ -9,11 +9,11 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from aiohttp import web
+
+import qworker.builtin  # noqa: F401  (registers the built-in tasks)
 from qshared.config import Settings
 from qshared.http import json_response, make_app, metrics_handler
 from qshared.storage import open_storage
-
-import qworker.builtin  # noqa: F401  (registers the built-in tasks)
 from qworker.runner import Worker
 
 WORKER = web.AppKey("worker", Worker)

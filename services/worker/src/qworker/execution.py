@@ -9,8 +9,8 @@ import traceback
 from concurrent.futures import Executor
 
 import orjson
-from qshared.storage.base import Assignment, Outcome
 
+from qshared.storage.base import Assignment, Outcome
 from qworker.backoff import retry_delay
 from qworker.tasks import JobContext, get_task, task_names
 

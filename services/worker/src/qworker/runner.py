@@ -14,12 +14,12 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
+
 from qshared.config import Settings
 from qshared.errors import StorageError
 from qshared.metrics import observe_pool
 from qshared.storage import Storage, worker_channel
 from qshared.storage.base import Assignment, Outcome
-
 from qworker import metrics
 from qworker.execution import execute
 from qworker.heartbeat import Heartbeat, LoopWatch
