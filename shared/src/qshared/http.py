@@ -8,7 +8,7 @@ import hmac
 import logging
 import signal
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import orjson
@@ -16,7 +16,9 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from pydantic import BaseModel, ValidationError
 
-from qshared.errors import PayloadTooLarge, QstackError, Unauthorized, ValidationFailed
+from qshared.config import Settings, load_settings
+from qshared.errors import ConfigError, PayloadTooLarge, QstackError, Unauthorized, ValidationFailed
+from qshared.storage import Storage, open_storage
 
 log = logging.getLogger(__name__)
 
@@ -189,6 +191,34 @@ async def serve(
         log.info("stopping")
     finally:
         await runner.cleanup()
+
+
+def storage_context(
+    key: web.AppKey[Storage], settings: Settings, pool_size: int | None = None
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    """A cleanup_ctx entry that opens the storage pool into app[key] and closes it after."""
+
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        app[key] = await open_storage(
+            settings.dsn, pool_size=pool_size or settings.db_pool_size,
+            max_idle=settings.db_max_idle_time,
+        )
+        try:
+            yield
+        finally:
+            await app[key].close()
+
+    return ctx
+
+
+def service_main(name: str, create_app: Callable[[Settings], web.Application]) -> None:
+    """The whole entry point of a service configured only by the environment."""
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        sys.exit(f"{name}: {exc}")
+    setup_logging(settings.log_level)
+    run(lambda: serve(create_app(settings), settings.qstack_host, settings.qstack_port))
 
 
 def run(main: Callable[[], Awaitable[None]]) -> None:

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 from aiohttp import web
 
 from qregistry import views
 from qregistry.views import SETTINGS, STORAGE
 from qshared.config import Settings
-from qshared.http import make_app, metrics_handler, openapi_handler
-from qshared.storage import open_storage
+from qshared.http import make_app, metrics_handler, openapi_handler, storage_context
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -18,14 +15,7 @@ def create_app(settings: Settings) -> web.Application:
     app = make_app(settings.qstack_token)
     app[SETTINGS] = settings
 
-    async def storage_ctx(app: web.Application) -> AsyncIterator[None]:
-        app[STORAGE] = await open_storage(
-            settings.dsn, pool_size=settings.db_pool_size, max_idle=settings.db_max_idle_time
-        )
-        yield
-        await app[STORAGE].close()
-
-    app.cleanup_ctx.append(storage_ctx)
+    app.cleanup_ctx.append(storage_context(STORAGE, settings))
     app.add_routes([
         web.post("/api/v1/workers", views.register),
         web.get("/api/v1/workers", views.list_workers),

@@ -15,8 +15,7 @@ from qscheduler import views
 from qscheduler.dispatch import Dispatcher
 from qscheduler.views import DISPATCHER, SETTINGS, STORAGE
 from qshared.config import Settings
-from qshared.http import make_app, metrics_handler, openapi_handler
-from qshared.storage import open_storage
+from qshared.http import make_app, metrics_handler, openapi_handler, storage_context
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -24,13 +23,6 @@ def create_app(settings: Settings) -> web.Application:
     app = make_app(settings.qstack_token)
     app[SETTINGS] = settings
     owner = f"scheduler:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-
-    async def storage_ctx(app: web.Application) -> AsyncIterator[None]:
-        app[STORAGE] = await open_storage(
-            settings.dsn, pool_size=settings.db_pool_size, max_idle=settings.db_max_idle_time
-        )
-        yield
-        await app[STORAGE].close()
 
     async def dispatcher_ctx(app: web.Application) -> AsyncIterator[None]:
         dispatcher = Dispatcher(
@@ -50,7 +42,7 @@ def create_app(settings: Settings) -> web.Application:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    app.cleanup_ctx.extend([storage_ctx, dispatcher_ctx])
+    app.cleanup_ctx.extend([storage_context(STORAGE, settings), dispatcher_ctx])
     app.add_routes([
         web.post("/api/v1/jobs", views.enqueue),
         web.post("/api/v1/jobs/batch", views.enqueue_batch),
