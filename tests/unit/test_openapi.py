@@ -7,6 +7,7 @@ import json
 import pytest
 from aiohttp import web
 
+from qfailover.app import create_app as failover_app
 from qregistry.app import create_app as registry_app
 from qscheduler.app import create_app as scheduler_app
 from qshared.config import Settings
@@ -27,7 +28,8 @@ def served(app: web.Application) -> set[tuple[str, str]]:
 
 
 @pytest.mark.parametrize(("owner", "factory"), [("scheduler", scheduler_app),
-                                                ("registry", registry_app)])
+                                                ("registry", registry_app),
+                                                ("failover", failover_app)])
 def test_document_matches_the_routes(owner, factory):
     app = factory(Settings(database_url="postgresql://unused/x"))
     doc = openapi_document(owner)

@@ -66,3 +66,10 @@ def test_recent_assignments_window():
     assert recent.counts(now=105.0) == {"a": 2, "b": 2}
     assert recent.counts(now=111.0) == {"b": 1}
     assert recent.counts(now=200.0) == {}
+
+
+def test_one_job_per_lock_key_in_a_batch():
+    workers = [WorkerSlots("a", ("default",), 10, 0)]
+    batch = [PendingJob(1, "default", 0, T0, "k"), PendingJob(2, "default", 0, T0, "k"),
+             PendingJob(3, "default", 0, T0, "other"), PendingJob(4, "default", 0, T0, None)]
+    assert sorted(j for j, _ in choose(batch, workers, {})) == [1, 3, 4]

@@ -30,6 +30,7 @@ class Stack:
     """A local qstack started and stopped as one: what `qctl up`, `qctl demo` and e2e tests run.
 
     Ports: registry `port_base + 1`, scheduler `+ 2`, failover `+ 3` (when enabled),
+    further scheduler replicas `+ 4` to `+ 8`,
     worker i `+ 10 + i`. Without `database_url` an embedded PostgreSQL is started in
     `state_dir/pg`; logs go to `state_dir/logs/<name>.log`.
     """
@@ -40,6 +41,7 @@ class Stack:
         token: str | None = None, host: str = "127.0.0.1", state_dir: Path | str = ".qstack",
         log_level: str = "info", app: str | None = None, env: Mapping[str, str] | None = None,
         startup_timeout: float = 30.0, failover: bool = False, migrate: bool = True,
+        schedulers: int = 1,
         on_exit: Callable[[Service, int], None] | None = None,
         log: Callable[[str], None] | None = None,
     ) -> None:
@@ -51,6 +53,9 @@ class Stack:
         self.log_dir = self.state_dir / "logs"
         self.log_level, self.extra_env = log_level, dict(env or {})
         self.startup_timeout, self.failover, self.migrate = startup_timeout, failover, migrate
+        if not 1 <= schedulers <= 6:
+            raise ValueError("schedulers must be between 1 and 6")
+        self.schedulers = schedulers
         self.token = token or secrets.token_urlsafe(24)
         self.token_generated = token is None
         self.embedded: EmbeddedPostgres | None = None
@@ -104,6 +109,7 @@ class Stack:
         plan = [("registry", "registry", 1), ("scheduler", "scheduler", 2)]
         if self.failover:
             plan.append(("failover", "failover", 3))
+        plan += [(f"scheduler-{i}", "scheduler", 2 + i) for i in range(2, self.schedulers + 1)]
         plan += [(f"worker-{i + 1}", "worker", 10 + i) for i in range(self.workers)]
         for name, kind, offset in plan:
             port = self.port_base + offset

@@ -35,7 +35,8 @@ class ApiError(QstackError):
     """A service answered with an error status."""
 
 
-def _raise_for(resp: httpx.Response) -> Any:
+def raise_for_response(resp: httpx.Response) -> Any:
+    """The JSON body of a 2xx answer; any other raises the QstackError its status maps to."""
     if resp.status_code < 400:
         return resp.json() if resp.content else None
     try:
@@ -123,7 +124,7 @@ class Client(_Endpoints):
             resp = self._http.request(method, path, json=json, params=params)
         except httpx.HTTPError as exc:
             raise ServiceUnavailable(f"{self._http.base_url}: {exc}") from exc
-        return post(_raise_for(resp))
+        return post(raise_for_response(resp))
 
     def request(self, method: str, path: str, json: Any = None, **params: Any) -> Any:
         """Any endpoint; errors raise the matching QstackError."""
@@ -162,7 +163,7 @@ class AsyncClient(_Endpoints):
             resp = await self._http.request(method, path, json=json, params=params)
         except httpx.HTTPError as exc:
             raise ServiceUnavailable(f"{self._http.base_url}: {exc}") from exc
-        return post(_raise_for(resp))
+        return post(raise_for_response(resp))
 
     async def request(self, method: str, path: str, json: Any = None, **params: Any) -> Any:
         """Any endpoint; errors raise the matching QstackError."""

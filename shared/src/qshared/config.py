@@ -103,6 +103,15 @@ class Settings(BaseSettings):
     qstack_retry_max: float = Field(3600.0, ge=0, description="Longest retry delay in seconds.")
     qstack_default_max_attempts: int = Field(3, ge=1, description="Attempts for jobs naming none.")
     qstack_default_timeout: float = Field(300.0, gt=0, description="Job timeout naming none.")
+    qstack_quarantine_after: int = Field(
+        3, ge=1, description="Workers a job may take down before it is quarantined (dead)."
+    )
+    qstack_timeout_grace: float = Field(
+        30.0, ge=0, description="Seconds past its timeout before a running job is recovered."
+    )
+    qstack_lock_grace: float = Field(
+        60.0, ge=0, description="Seconds an expired lock row stays visible before clean-up."
+    )
 
     @field_validator("worker_queues")
     @classmethod

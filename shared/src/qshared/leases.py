@@ -53,8 +53,11 @@ class Lease:
         try:
             while not stop.is_set():
                 await self._step()
+                # A holder renews at a third of the TTL; a standby asks often, so that it
+                # takes over right when a dead leader's lease runs out.
+                pause = self.ttl / 3 if self.token is not None else min(self.ttl / 3, 0.2)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), timeout=self.ttl / 3)
+                    await asyncio.wait_for(stop.wait(), timeout=pause)
         finally:
             if self.token is not None:
                 with contextlib.suppress(Exception):

@@ -28,6 +28,7 @@ class Op:
 
 _JOB_ID = (("job_id", "path", "integer"),)
 _WORKER_ID = (("worker_id", "path", "string"),)
+_LOCK_KEY = (("key", "path", "string"),)  # URL-encoded; 1..255 characters, no control ones
 
 OPERATIONS: tuple[Op, ...] = (
     Op("post", "/api/v1/jobs", "Enqueue one job", "scheduler", s.JobIn, s.EnqueuedOut, 201,
@@ -43,6 +44,18 @@ OPERATIONS: tuple[Op, ...] = (
                                    ("task", "query", "string"), ("limit", "query", "integer"),
                                    ("before", "query", "integer"))),
     Op("get", "/admin/queue/stats", "Per queue counts by state", "scheduler", reply=s.StatsOut),
+    Op("post", "/api/v1/locks/{key}", "Take a lock (waiting up to wait_ms); a fencing token",
+       "scheduler", s.LockAcquireIn, s.LockOut, errors=(400, 401, 409), params=_LOCK_KEY),
+    Op("post", "/api/v1/locks/{key}/renew", "Extend a held lease; 409 when it was lost",
+       "scheduler", s.LockRenewIn, s.LockOut, errors=(400, 401, 409), params=_LOCK_KEY),
+    Op("post", "/api/v1/locks/{key}/release", "Release a held lock", "scheduler",
+       s.LockReleaseIn, s.LockReleasedOut, errors=(400, 401, 409), params=_LOCK_KEY),
+    Op("get", "/api/v1/locks/{key}", "The lock's live holder", "scheduler",
+       reply=s.LockInfoOut, errors=(400, 401, 404), params=_LOCK_KEY),
+    Op("get", "/admin/queue/locks", "Every lock row, live or expired", "scheduler",
+       reply=s.LockListOut),
+    Op("post", "/admin/queue/locks/clear-stale", "Delete expired lock rows", "scheduler",
+       reply=s.LocksClearedOut, errors=(401,)),
     Op("post", "/api/v1/workers", "Register a worker", "registry", s.WorkerIn, s.RegisteredOut,
        201),
     Op("get", "/api/v1/workers", "Registered workers", "registry", reply=s.WorkerListOut,
@@ -62,6 +75,13 @@ OPERATIONS: tuple[Op, ...] = (
        "registry", reply=s.WorkerOut, errors=(401, 404, 409), params=_WORKER_ID),
     Op("delete", "/api/v1/workers/{worker_id}", "Deregister a worker", "registry",
        reply=s.WorkerOut, errors=(401, 404), params=_WORKER_ID),
+    Op("get", "/admin/queue/failover", "Failover events, newest first", "failover",
+       reply=s.FailoverEventListOut, params=(("worker_id", "query", "string"),
+                                             ("limit", "query", "integer"))),
+    Op("post", "/admin/queue/failover/recover", "Run a failover pass now", "failover",
+       s.RecoverIn, s.RecoverOut),
+    Op("post", "/admin/queue/failover/cleanup-crashed",
+       "Recover crashed workers and jobs left on stopped ones", "failover", reply=s.RecoverOut),
     Op("get", "/health", "Health of the service and what was checked", "each",
        reply=s.HealthOut, errors=(503,)),
 )

@@ -269,3 +269,120 @@ class HealthOut(BaseModel):
     status: Literal["ok", "degraded", "failing"]
     service: str
     checks: dict[str, Any]
+
+
+# -- locks ------------------------------------------------------------------------------
+_MAX_TTL_MS = 86_400_000
+
+
+class LockAcquireIn(Strict):
+    """Take a lock, waiting up to wait_ms while another owner holds it."""
+
+    owner: str = Field(min_length=1, max_length=255, description="Who holds the lock.")
+    ttl_ms: int = Field(ge=1, le=_MAX_TTL_MS, description="Lease length in milliseconds.")
+    wait_ms: int = Field(0, ge=0, le=300_000, description="How long to wait for the holder.")
+
+
+class LockRenewIn(Strict):
+    """Extend a held lease by ttl_ms from now."""
+
+    owner: str = Field(min_length=1, max_length=255, description="Who holds the lock.")
+    token: int = Field(ge=1, description="The fencing token the acquisition returned.")
+    ttl_ms: int = Field(ge=1, le=_MAX_TTL_MS, description="Lease length in milliseconds.")
+
+
+class LockReleaseIn(Strict):
+    """Give a held lock back."""
+
+    owner: str = Field(min_length=1, max_length=255, description="Who holds the lock.")
+    token: int = Field(ge=1, description="The fencing token the acquisition returned.")
+
+
+class LockOut(BaseModel):
+    """A held lease: its fencing token and when it ends."""
+
+    key: str
+    owner: str
+    token: int
+    expires_at: datetime
+
+
+class LockReleasedOut(BaseModel):
+    """The answer to a release."""
+
+    released: bool
+
+
+class LockInfoOut(BaseModel):
+    """A lock row as the admin API shows it."""
+
+    key: str
+    owner: str
+    worker_id: str | None
+    token: int
+    acquired_at: datetime
+    expires_at: datetime
+    live: bool
+    expires_in_s: float
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> LockInfoOut:
+        return cls(
+            key=row["lock_key"], owner=row["owner"], worker_id=row["worker_id"],
+            token=row["token"], acquired_at=row["acquired_at"], expires_at=row["expires_at"],
+            live=row["live"], expires_in_s=row["expires_in_s"],
+        )
+
+
+class LockListOut(BaseModel):
+    """Every lock row, live or expired."""
+
+    locks: list[LockInfoOut]
+
+
+class LocksClearedOut(BaseModel):
+    """The expired lock rows that were deleted."""
+
+    cleared: int
+    keys: list[str]
+
+
+class FailoverEventOut(BaseModel):
+    """One failover_events row."""
+
+    id: int
+    event_type: str
+    failed_worker_id: str | None
+    target_worker_id: str | None
+    jobs_recovered: int
+    jobs_dead: int
+    failover_at: datetime
+    detection_ms: float | None
+    recovery_ms: float | None
+    details: dict[str, Any] | None
+
+
+class FailoverEventListOut(BaseModel):
+    """Failover events, newest first."""
+
+    events: list[FailoverEventOut]
+
+
+class RecoverIn(Strict):
+    """A manual failover pass; `force` skips the guards against mass declarations."""
+
+    force: bool = False
+
+
+class RecoverOut(BaseModel):
+    """What one failover pass did."""
+
+    declared_dead: list[str]
+    jobs_recovered: int
+    jobs_dead: int
+    quarantined: list[int]
+    timed_out: int
+    orphans: list[str]
+    stale_locks: list[str]
+    held_back: list[str]
+    note: str | None

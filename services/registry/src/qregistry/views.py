@@ -66,9 +66,14 @@ async def heartbeat(request: web.Request) -> web.Response:
 
 
 async def deregister(request: web.Request) -> web.Response:
-    row = await request.app[STORAGE].set_worker_status(_worker_id(request), "stopped")
+    """A failed worker stays failed: its row records what happened."""
+    storage = request.app[STORAGE]
+    worker_id = _worker_id(request)
+    row = await storage.set_worker_status(worker_id, "stopped", from_states=("active", "draining"))
     if row is None:
-        raise NotFound(f"unknown worker {_worker_id(request)!r}")
+        row = await storage.get_worker(worker_id)
+        if row is None:
+            raise NotFound(f"unknown worker {worker_id!r}")
     return json_response(WorkerOut.from_row(row))
 
 

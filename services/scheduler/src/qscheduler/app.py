@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from qscheduler import views
+from qscheduler import locks, views
 from qscheduler.dispatch import Dispatcher
 from qscheduler.views import DISPATCHER, SETTINGS, STORAGE
 from qshared.config import Settings
@@ -42,7 +42,7 @@ def create_app(settings: Settings) -> web.Application:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    app.cleanup_ctx.extend([storage_context(STORAGE, settings), dispatcher_ctx])
+    app.cleanup_ctx.extend([storage_context(STORAGE, settings), locks.waiters_ctx, dispatcher_ctx])
     app.add_routes([
         web.post("/api/v1/jobs", views.enqueue),
         web.post("/api/v1/jobs/batch", views.enqueue_batch),
@@ -50,6 +50,12 @@ def create_app(settings: Settings) -> web.Application:
         web.post("/api/v1/jobs/{job_id}/cancel", views.cancel_job),
         web.get("/admin/queue/jobs", views.list_jobs),
         web.get("/admin/queue/stats", views.stats),
+        web.post("/api/v1/locks/{key}", locks.acquire),
+        web.post("/api/v1/locks/{key}/renew", locks.renew),
+        web.post("/api/v1/locks/{key}/release", locks.release),
+        web.get("/api/v1/locks/{key}", locks.get_lock),
+        web.get("/admin/queue/locks", locks.list_locks),
+        web.post("/admin/queue/locks/clear-stale", locks.clear_stale),
         web.get(settings.health_check_endpoint, views.health),
         web.get("/metrics", metrics_handler),
         web.get("/openapi.json", openapi_handler("scheduler")),

@@ -2,6 +2,8 @@
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from qshared.metrics import LEADER  # noqa: F401  (declared once for every role)
+
 _FAST = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 
 JOBS_ENQUEUED = Counter("qstack_jobs_enqueued", "Jobs accepted, by queue.", ["queue_name"])
@@ -17,5 +19,13 @@ DISPATCH_BATCH = Histogram(
     "qstack_dispatch_batch_size", "Jobs assigned per dispatch pass.",
     buckets=(1, 5, 10, 50, 100, 250, 500, 1000, 5000),
 )
-LEADER = Gauge("qstack_leader", "1 while this replica holds the role's leader lease.", ["role"])
 QUEUE_LENGTH = Gauge("queue_length", "Due pending jobs per queue.", ["queue_name"])
+LOCK_ACQUIRE_SECONDS = Histogram(
+    "qstack_lock_acquire_seconds", "Time of one lock acquire request, waiting included.",
+    ["outcome"],
+    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
+             60, 300),
+)
+LOCK_CONTENTION = Counter(
+    "qstack_lock_contention_total", "Acquire requests that found the lock held by another owner."
+)

@@ -17,7 +17,8 @@ def choose(
 
     Each job goes to the eligible worker (serves its queue, has a free slot) with the most
     free slots; ties go to the one with fewer recent assignments, then to the lower id, so
-    equal workers receive equal shares. Jobs no worker can take are left out.
+    equal workers receive equal shares. Jobs no worker can take are left out, and so is a
+    job whose lock_key an earlier job of the batch took (the two must not run together).
 
     Returns:
         (job id, worker id) pairs.
@@ -36,7 +37,10 @@ def choose(
         heapq.heapify(heap)
 
     pairs: list[tuple[int, str]] = []
+    taken_keys: set[str] = set()
     for job in sorted(jobs, key=lambda j: (-j.priority, j.run_at, j.id)):
+        if job.lock_key is not None and job.lock_key in taken_keys:
+            continue
         heap = heaps.get(job.queue_name)
         while heap:
             neg_free, n, wid = heap[0]
@@ -47,6 +51,8 @@ def choose(
             continue
         wid = heap[0][2]
         pairs.append((job.id, wid))
+        if job.lock_key is not None:
+            taken_keys.add(job.lock_key)
         free[wid] -= 1
         rec[wid] += 1
         if free[wid] > 0:

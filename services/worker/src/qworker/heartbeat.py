@@ -65,6 +65,7 @@ class Heartbeat(threading.Thread):
             resp = self._http.post(self._path, json={"health": health})
         except httpx.HTTPError as exc:
             log.warning("heartbeat failed: %s", exc)
+            self.on_reply(0, {})
             return
         try:
             body = resp.json()

@@ -48,8 +48,11 @@ class Reporter:
             outcomes = list(batch.values())
             try:
                 applied = await self.storage.report(outcomes)
-            except StorageError as exc:
-                log.warning("writing %d outcomes failed, will retry: %s", len(outcomes), exc)
+            except Exception as exc:  # keep the outcomes whatever went wrong; never lose them
+                if isinstance(exc, StorageError):
+                    log.warning("writing %d outcomes failed, will retry: %s", len(outcomes), exc)
+                else:
+                    log.exception("writing %d outcomes failed, will retry", len(outcomes))
                 for o in outcomes:  # newer news about a job wins over the failed batch
                     self._buf.setdefault(o.id, o)
                 self._pending.set()

@@ -67,6 +67,7 @@ class Worker:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._heartbeat: Heartbeat | None = None
         self._sub = None
+        self._liveness = None
         headers = {"Authorization": f"Bearer {settings.qstack_token}"} if settings.qstack_token else {}
         self._registry = httpx.AsyncClient(
             base_url=settings.qstack_registry_url, headers=headers, timeout=10
@@ -85,6 +86,17 @@ class Worker:
             asyncio.create_task(self._run_jobs(), name=f"runner-{i}")
             for i in range(self.concurrency)
         ]
+        for t in self._tasks:
+            t.add_done_callback(self._task_ended)
+
+    def _task_ended(self, task: asyncio.Task) -> None:
+        """A loop must only end when the worker stops; anything else is a bug worth a log."""
+        if task.cancelled() or self._stop_loops.is_set():
+            return
+        exc = task.exception()
+        log.critical("worker loop %s ended unexpectedly: %r; stopping the worker",
+                     task.get_name(), exc, exc_info=exc)
+        self.request_exit()
 
     async def _register(self) -> None:
         body = {
@@ -109,6 +121,14 @@ class Worker:
                  self.id, ",".join(self.queues), self.concurrency)
 
     async def _register_then_fetch(self) -> None:
+        # The session-bound lock first: the failover watcher must never see this worker
+        # registered without it (it would read a crash).
+        while self._liveness is None:
+            try:
+                self._liveness = await self.storage.hold_liveness(self.id)
+            except StorageError as exc:
+                log.warning("cannot take the liveness lock yet: %s", exc)
+                await asyncio.sleep(1)
         await self._register()
         while self._sub is None and not self._stop_loops.is_set():
             try:
@@ -136,8 +156,8 @@ class Worker:
                 continue
             try:
                 new = await self.storage.claim_assigned(self.id, list(self._held))
-            except StorageError as exc:
-                log.warning("claim failed: %s", exc)
+            except Exception as exc:  # the loop outlives any failure; the poll retries
+                log.warning("claim failed: %r", exc, exc_info=not isinstance(exc, StorageError))
                 await asyncio.sleep(0.5)
                 continue
             if self._paused:
@@ -224,6 +244,21 @@ class Worker:
             code = body.get("error", {}).get("code", "")
             log.warning("registry says %s (%s); stopping", code, status)
             self._loop.call_soon_threadsafe(self.request_exit)
+        else:
+            # The registry is down or failing: keep the heartbeat in the database directly,
+            # so that dispatch goes on without it. (A registry outage never kills workers:
+            # the failover watcher holds back TTL deaths while the registry is unhealthy.)
+            asyncio.run_coroutine_threadsafe(self._heartbeat_fallback(), self._loop)
+
+    async def _heartbeat_fallback(self) -> None:
+        try:
+            row = await self.storage.heartbeat(self.id, None)
+        except StorageError as exc:
+            log.warning("heartbeat fallback failed too: %s", exc)
+            return
+        if row is None:
+            log.warning("this worker is no longer active in the database; stopping")
+            self.request_exit()
 
     # -- stopping ----------------------------------------------------------------------
     async def quiesce(self) -> None:
@@ -235,7 +270,9 @@ class Worker:
         """
         self._paused = True
         with contextlib.suppress(StorageError):
-            await self.storage.set_worker_status(self.id, "draining")
+            await self.storage.set_worker_status(
+                self.id, "draining", from_states=("active", "draining")
+            )
         await self.reporter.flush()
         await self._hand_back()
 
@@ -289,6 +326,8 @@ class Worker:
             await self._deregister()
         if self._sub is not None:
             await self._sub.close()
+        if self._liveness is not None:
+            await self._liveness.close()
         await self._registry.aclose()
         self._executor.shutdown(wait=False, cancel_futures=True)
         self.status = "stopped"
@@ -302,4 +341,6 @@ class Worker:
         except httpx.HTTPError as exc:
             log.warning("registry unreachable for deregistration: %s", exc)
         with contextlib.suppress(StorageError):
-            await self.storage.set_worker_status(self.id, "stopped")
+            await self.storage.set_worker_status(
+                self.id, "stopped", from_states=("active", "draining")
+            )

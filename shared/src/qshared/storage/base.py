@@ -58,6 +58,7 @@ class PendingJob:
     queue_name: str
     priority: int
     run_at: datetime
+    lock_key: str | None = None
 
 
 @dataclass(slots=True)
@@ -237,9 +238,14 @@ class Storage(abc.ABC):
 
     @abc.abstractmethod
     async def set_worker_status(
-        self, worker_id: str, status: str, requested: str | None = None
+        self, worker_id: str, status: str, requested: str | None = None,
+        from_states: Sequence[str] = WORKER_STATES,
     ) -> dict[str, Any] | None:
-        """Returns: the updated row, or None for an unknown worker."""
+        """Set the status if the worker is in one of `from_states`.
+
+        Returns:
+            The updated row, or None for an unknown worker or another state.
+        """
 
     @abc.abstractmethod
     async def request_worker(self, worker_id: str, request: str) -> dict[str, Any] | None:
@@ -279,12 +285,76 @@ class Storage(abc.ABC):
         """Returns: True when the owner's lock was released."""
 
     @abc.abstractmethod
+    async def get_lock(self, key: str) -> dict[str, Any] | None:
+        """Returns: the lock row with `live` and `expires_in_s`, or None."""
+
+    @abc.abstractmethod
     async def list_locks(self) -> list[dict[str, Any]]:
         """Returns: every lock row with `live` and `expires_in_s`."""
 
     @abc.abstractmethod
+    async def clear_stale_locks(self, grace: float) -> list[str]:
+        """Delete locks expired more than `grace` seconds ago. Returns: their keys."""
+
+    @abc.abstractmethod
     async def db_now(self) -> datetime:
         """Returns: the database's clock."""
+
+    # -- liveness and failover ---------------------------------------------------------
+    @abc.abstractmethod
+    async def hold_liveness(self, worker_id: str) -> Subscription:
+        """Hold the worker's session-bound lock on a connection of its own (re-taken after
+        a reconnect) until close(). A crashed process loses it at once.
+
+        Raises:
+            StorageError: it could not be taken (another session holds it).
+        """
+
+    @abc.abstractmethod
+    async def liveness(self) -> list[dict[str, Any]]:
+        """Returns: active and draining workers with heartbeat_age_s, registered_age_s and
+        session_alive (whether their session-bound lock is held), on the database's clock.
+        """
+
+    @abc.abstractmethod
+    async def db_uptime(self) -> tuple[datetime, float]:
+        """Returns: when the database server started (a restart changes it), and how many
+        seconds ago that was on its own clock.
+        """
+
+    @abc.abstractmethod
+    async def recover_worker(
+        self, worker_id: str, *, reason: str, event_type: str, quarantine_after: int,
+        details: dict[str, Any], mark_failed: bool = True,
+    ) -> dict[str, Any] | None:
+        """In one transaction: mark the worker failed (when `mark_failed`; None if it was not
+        active or draining), return its assigned and running jobs to pending (attempt counted;
+        dead when exhausted; quarantined when `quarantine_after` workers died running it),
+        release its locks and write a failover_events row.
+
+        Returns:
+            The event row plus `jobs` [(id, status)], `quarantined` ids and `locks` keys.
+        """
+
+    @abc.abstractmethod
+    async def record_failover_event(
+        self, event_type: str, worker_id: str | None, details: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Write a failover_events row that moved no jobs (a guard held back, say)."""
+
+    @abc.abstractmethod
+    async def recover_timed_out(self, grace: float) -> list[tuple[int, str]]:
+        """Return jobs running longer than their timeout + `grace` to pending (or dead)."""
+
+    @abc.abstractmethod
+    async def orphan_holders(self) -> list[str]:
+        """Returns: ids of stopped, failed or unknown workers that still hold jobs."""
+
+    @abc.abstractmethod
+    async def failover_events(
+        self, worker_id: str | None = None, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        """Returns: failover events, newest first."""
 
 
 Opener = Callable[..., Awaitable[Storage]]

@@ -7,6 +7,7 @@ import contextlib
 import dataclasses
 import functools
 import logging
+import time
 from collections.abc import Sequence
 from datetime import datetime
 from importlib import resources
@@ -17,6 +18,7 @@ import orjson
 
 from qshared.errors import StorageError
 from qshared.storage.base import (
+    WORKER_STATES,
     Assignment,
     Callback,
     Chooser,
@@ -28,6 +30,7 @@ from qshared.storage.base import (
     Subscription,
     WorkerSlots,
 )
+from qshared.storage.pg_sessions import PgLiveness, PgSubscription, liveness_key
 from qshared.storage.queries import load_queries
 
 log = logging.getLogger(__name__)
@@ -81,57 +84,6 @@ def latest_outcomes(outcomes: Sequence[Outcome]) -> list[Outcome]:
             o = dataclasses.replace(o, started=prev.started)
         latest[(o.id, o.token)] = o
     return list(latest.values())
-
-
-class _PgSubscription(Subscription):
-    """A LISTEN on its own connection, re-established after a connection loss."""
-
-    def __init__(self, dsn: str, channel: str, callback: Callback) -> None:
-        self._dsn, self._channel, self._callback = dsn, channel, callback
-        self._conn: asyncpg.Connection | None = None
-        self._task: asyncio.Task | None = None
-        self._ready = asyncio.Event()
-
-    def _on_notify(self, *_args: object) -> None:
-        self._callback()
-
-    async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name=f"listen:{self._channel}")
-        try:
-            await asyncio.wait_for(self._ready.wait(), timeout=30)
-        except BaseException:
-            await self.close()
-            raise
-
-    async def _run(self) -> None:
-        first = True
-        while True:
-            try:
-                self._conn = await asyncpg.connect(self._dsn, timeout=10)
-                await self._conn.add_listener(self._channel, self._on_notify)
-                self._ready.set()
-                if not first:
-                    self._callback()  # something may have happened while we were away
-                first = False
-                while not self._conn.is_closed():
-                    await asyncio.sleep(1.0)
-                    with contextlib.suppress(Exception):
-                        await self._conn.execute("SELECT 1", timeout=5)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # reconnect on any connection trouble
-                log.warning("listen %s: %s; reconnecting", self._channel, exc)
-                await asyncio.sleep(0.5)
-            finally:
-                if self._conn is not None and not self._conn.is_closed():
-                    with contextlib.suppress(Exception):
-                        await self._conn.close(timeout=2)
-
-    async def close(self) -> None:
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
 
 
 class PostgresStorage(Storage):
@@ -281,7 +233,10 @@ class PostgresStorage(Storage):
             )
             if not rows:
                 return []
-            pending = [PendingJob(r["id"], r["queue_name"], r["priority"], r["run_at"]) for r in rows]
+            pending = [
+                PendingJob(r["id"], r["queue_name"], r["priority"], r["run_at"], r["lock_key"])
+                for r in rows
+            ]
             offered = {j.id for j in pending}
             pairs = [(j, w) for j, w in choose(pending) if w in locked and j in offered]
             if pairs:
@@ -332,7 +287,7 @@ class PostgresStorage(Storage):
 
     @_translated
     async def subscribe(self, channel: str, callback: Callback) -> Subscription:
-        sub = _PgSubscription(self._dsn, channel, callback)
+        sub = PgSubscription(self._dsn, channel, callback)
         await sub.start()
         return sub
 
@@ -365,9 +320,12 @@ class PostgresStorage(Storage):
 
     @_translated
     async def set_worker_status(
-        self, worker_id: str, status: str, requested: str | None = None
+        self, worker_id: str, status: str, requested: str | None = None,
+        from_states: Sequence[str] = WORKER_STATES,
     ) -> dict[str, Any] | None:
-        row = await self._pool.fetchrow(self._q["set_worker_status"], worker_id, status, requested)
+        row = await self._pool.fetchrow(
+            self._q["set_worker_status"], worker_id, status, requested, list(from_states)
+        )
         return dict(row) if row else None
 
     @_translated
@@ -413,9 +371,98 @@ class PostgresStorage(Storage):
         return await self._pool.fetchval(self._q["release_lock"], key, owner, token) is not None
 
     @_translated
+    async def get_lock(self, key: str) -> dict[str, Any] | None:
+        row = await self._pool.fetchrow(self._q["get_lock"], key)
+        return dict(row) if row else None
+
+    @_translated
     async def list_locks(self) -> list[dict[str, Any]]:
         return [dict(r) for r in await self._pool.fetch(self._q["list_locks"])]
 
     @_translated
+    async def clear_stale_locks(self, grace: float) -> list[str]:
+        return [r["lock_key"] for r in await self._pool.fetch(self._q["clear_stale_locks"], grace)]
+
+    @_translated
     async def db_now(self) -> datetime:
         return await self._pool.fetchval(self._q["db_now"])
+
+    # -- liveness and failover ---------------------------------------------------------
+    @_translated
+    async def hold_liveness(self, worker_id: str) -> Subscription:
+        holder = PgLiveness(self._dsn, liveness_key(worker_id))
+        await holder.start()
+        return holder
+
+    @_translated
+    async def liveness(self) -> list[dict[str, Any]]:
+        rows = [dict(r) for r in await self._pool.fetch(self._q["liveness_candidates"])]
+        keys = {liveness_key(r["id"]): r for r in rows}
+        held = {
+            r["key"] for r in await self._pool.fetch(self._q["held_advisory_locks"], list(keys))
+        } if keys else set()
+        for key, row in keys.items():
+            row["session_alive"] = key in held
+        return rows
+
+    @_translated
+    async def db_uptime(self) -> tuple[datetime, float]:
+        row = await self._pool.fetchrow(self._q["db_uptime"])
+        return row["started_at"], row["uptime_s"]
+
+    @_translated
+    async def recover_worker(
+        self, worker_id: str, *, reason: str, event_type: str, quarantine_after: int,
+        details: dict[str, Any], mark_failed: bool = True,
+    ) -> dict[str, Any] | None:
+        started = time.perf_counter()
+        async with self._pool.acquire() as conn, conn.transaction():
+            heartbeat_age = None
+            if mark_failed:
+                failed = await conn.fetchrow(self._q["fail_worker"], worker_id)
+                if failed is None:
+                    return None
+                heartbeat_age = failed["heartbeat_age_s"]
+            jobs = await conn.fetch(
+                self._q["recover_worker_jobs"], worker_id, reason, quarantine_after
+            )
+            locks = [r["lock_key"] for r in await conn.fetch(self._q["release_worker_locks"],
+                                                             worker_id)]
+            quarantined = [r["id"] for r in jobs
+                           if r["status"] == "dead" and r["crash_count"] >= quarantine_after]
+            dead = sum(1 for r in jobs if r["status"] == "dead")
+            info = {**details, "reason": reason, "quarantined": quarantined, "locks": locks}
+            event = await conn.fetchrow(
+                self._q["insert_failover_event"], event_type, worker_id, len(jobs) - dead, dead,
+                heartbeat_age * 1000 if heartbeat_age is not None else None,
+                (time.perf_counter() - started) * 1000, info,
+            )
+        out = dict(event)
+        out.update(jobs=[(r["id"], r["status"]) for r in jobs], quarantined=quarantined,
+                   locks=locks)
+        return out
+
+    @_translated
+    async def record_failover_event(
+        self, event_type: str, worker_id: str | None, details: dict[str, Any]
+    ) -> dict[str, Any]:
+        row = await self._pool.fetchrow(
+            self._q["insert_failover_event"], event_type, worker_id, 0, 0, None, None, details
+        )
+        return dict(row)
+
+    @_translated
+    async def recover_timed_out(self, grace: float) -> list[tuple[int, str]]:
+        rows = await self._pool.fetch(self._q["recover_timed_out"], grace)
+        return [(r["id"], r["status"]) for r in rows]
+
+    @_translated
+    async def orphan_holders(self) -> list[str]:
+        return [r["worker_id"] for r in await self._pool.fetch(self._q["orphan_holders"])]
+
+    @_translated
+    async def failover_events(
+        self, worker_id: str | None = None, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        rows = await self._pool.fetch(self._q["list_failover_events"], worker_id, limit)
+        return [dict(r) for r in rows]

@@ -86,11 +86,14 @@ WHERE w.status = 'active' AND w.last_heartbeat_at > now() - make_interval(secs =
 SELECT id FROM queue_workers WHERE id = ANY($1::text[]) AND status = 'active' FOR SHARE
 
 -- name: pick_pending --
-SELECT j.id, j.queue_name, j.priority, j.run_at
+-- A job whose lock_key another job holds (assigned or running) waits.
+SELECT j.id, j.queue_name, j.priority, j.run_at, j.lock_key
 FROM unnest($1::text[], $2::int[]) AS q(name, lim)
 CROSS JOIN LATERAL (
-    SELECT id, queue_name, priority, run_at FROM jobs
+    SELECT id, queue_name, priority, run_at, lock_key FROM jobs p
     WHERE status = 'pending' AND queue_name = q.name AND run_at <= now()
+      AND (p.lock_key IS NULL OR NOT EXISTS (
+          SELECT 1 FROM jobs a WHERE a.lock_key = p.lock_key AND a.status IN ('assigned', 'running')))
     ORDER BY priority DESC, run_at, id
     LIMIT q.lim
     FOR UPDATE SKIP LOCKED
@@ -211,8 +214,9 @@ INSERT INTO worker_health_checks (worker_id, status, cpu_percent, memory_bytes, 
 VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb)
 
 -- name: set_worker_status --
+-- Only from the states named in $4, so that a late "stopped" never hides "failed".
 UPDATE queue_workers SET status = $2, requested = $3, updated_at = now()
-WHERE id = $1
+WHERE id = $1 AND status = ANY($4::text[])
 RETURNING *
 
 -- name: request_worker --
@@ -271,11 +275,27 @@ WHERE lock_key = $1 AND owner = $2 AND token = $3 AND expires_at > now()
 RETURNING token, expires_at
 
 -- name: release_lock --
-DELETE FROM distributed_locks WHERE lock_key = $1 AND owner = $2 AND token = $3
-RETURNING lock_key
+WITH d AS (
+    DELETE FROM distributed_locks WHERE lock_key = $1 AND owner = $2 AND token = $3
+    RETURNING lock_key
+), n AS (
+    SELECT pg_notify('qstack_locks', lock_key) FROM d
+)
+SELECT d.lock_key, (SELECT count(*) FROM n) AS woke FROM d
+
+-- name: clear_stale_locks --
+WITH d AS (
+    DELETE FROM distributed_locks WHERE expires_at < now() - make_interval(secs => $1)
+    RETURNING lock_key
+), n AS (
+    SELECT pg_notify('qstack_locks', lock_key) FROM d
+)
+SELECT d.lock_key, (SELECT count(*) FROM n) AS woke FROM d
 
 -- name: get_lock --
-SELECT *, (expires_at > now()) AS live FROM distributed_locks WHERE lock_key = $1
+SELECT *, (expires_at > now()) AS live,
+       EXTRACT(EPOCH FROM expires_at - now())::float8 AS expires_in_s
+FROM distributed_locks WHERE lock_key = $1
 
 -- name: list_locks --
 SELECT *, (expires_at > now()) AS live,
@@ -284,3 +304,103 @@ FROM distributed_locks ORDER BY lock_key
 
 -- name: db_now --
 SELECT now() AS now
+
+-- name: liveness_candidates --
+-- Workers the failover watcher judges, with ages on the database's clock.
+SELECT id, status,
+       EXTRACT(EPOCH FROM now() - last_heartbeat_at)::float8 AS heartbeat_age_s,
+       EXTRACT(EPOCH FROM now() - started_at)::float8 AS registered_age_s
+FROM queue_workers WHERE status IN ('active', 'draining')
+
+-- name: held_advisory_locks --
+-- Which of the given session-lock keys some session of this database holds.
+SELECT k.key FROM unnest($1::bigint[]) AS k(key)
+WHERE EXISTS (
+    SELECT 1 FROM pg_locks l
+    WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+      AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+      AND ((l.classid::bigint << 32) | l.objid::bigint) = k.key)
+
+-- name: db_uptime --
+SELECT pg_postmaster_start_time() AS started_at,
+       EXTRACT(EPOCH FROM now() - pg_postmaster_start_time())::float8 AS uptime_s
+
+-- name: fail_worker --
+UPDATE queue_workers SET status = 'failed', requested = NULL, updated_at = now()
+WHERE id = $1 AND status IN ('active', 'draining')
+RETURNING id, EXTRACT(EPOCH FROM now() - last_heartbeat_at)::float8 AS heartbeat_age_s
+
+-- name: recover_worker_jobs --
+-- Everything a dead worker held goes back to pending, its attempt counted: dead when the
+-- attempts are used up, quarantined when workers died running it $3 times. SET sees the
+-- old row throughout.
+WITH r AS (
+    UPDATE jobs SET
+        crash_count = crash_count + CASE WHEN status = 'running' THEN 1 ELSE 0 END,
+        status = CASE
+            WHEN status = 'running' AND crash_count + 1 >= $3 THEN 'dead'
+            WHEN attempts >= max_attempts THEN 'dead'
+            ELSE 'pending' END,
+        last_error = CASE
+            WHEN status = 'running' AND crash_count + 1 >= $3
+            THEN 'quarantined: ' || (crash_count + 1) || ' workers died while running this job'
+                 || ' (the last: ' || $1 || ')'
+            ELSE $2 END,
+        finished_at = CASE
+            WHEN (status = 'running' AND crash_count + 1 >= $3) OR attempts >= max_attempts
+            THEN now() END,
+        worker_id = NULL, started_at = NULL
+    WHERE worker_id = $1 AND status IN ('assigned', 'running')
+    RETURNING id, token, status, crash_count, queue_name
+), a AS (
+    UPDATE job_assignments ja SET outcome = 'lost', finished_at = now()
+    FROM r WHERE ja.job_id = r.id AND ja.token = r.token AND ja.outcome IS NULL
+), n AS (
+    SELECT pg_notify('qstack_jobs', '') WHERE EXISTS (SELECT 1 FROM r)
+)
+SELECT r.id, r.status, r.crash_count, r.queue_name, (SELECT count(*) FROM n) AS woke FROM r
+
+-- name: release_worker_locks --
+WITH d AS (
+    DELETE FROM distributed_locks WHERE worker_id = $1 RETURNING lock_key
+), n AS (
+    SELECT pg_notify('qstack_locks', lock_key) FROM d
+)
+SELECT d.lock_key, (SELECT count(*) FROM n) AS woke FROM d
+
+-- name: insert_failover_event --
+INSERT INTO failover_events (event_type, failed_worker_id, target_worker_id, jobs_recovered,
+                             jobs_dead, detection_ms, recovery_ms, details)
+VALUES ($1, $2, NULL, $3, $4, $5, $6, $7::jsonb)
+RETURNING *
+
+-- name: list_failover_events --
+SELECT * FROM failover_events
+WHERE ($1::text IS NULL OR failed_worker_id = $1)
+ORDER BY failover_at DESC, id DESC LIMIT $2
+
+-- name: recover_timed_out --
+-- Jobs running past timeout + grace on a live worker (a stuck thread, a lost report).
+WITH r AS (
+    UPDATE jobs SET
+        status = CASE WHEN attempts >= max_attempts THEN 'dead' ELSE 'pending' END,
+        last_error = 'timed out: running for more than ' || timeout || ' s + ' || $1
+                     || ' s grace on worker ' || COALESCE(worker_id, '?'),
+        finished_at = CASE WHEN attempts >= max_attempts THEN now() END,
+        worker_id = NULL, started_at = NULL
+    WHERE status = 'running' AND started_at < now() - make_interval(secs => timeout + $1)
+    RETURNING id, token, status
+), a AS (
+    UPDATE job_assignments ja SET outcome = 'timed_out', finished_at = now()
+    FROM r WHERE ja.job_id = r.id AND ja.token = r.token AND ja.outcome IS NULL
+), n AS (
+    SELECT pg_notify('qstack_jobs', '') WHERE EXISTS (SELECT 1 FROM r)
+)
+SELECT r.id, r.status, (SELECT count(*) FROM n) AS woke FROM r
+
+-- name: orphan_holders --
+-- Workers that are stopped, failed or unknown but still hold assigned or running jobs.
+SELECT DISTINCT j.worker_id FROM jobs j
+LEFT JOIN queue_workers w ON w.id = j.worker_id
+WHERE j.status IN ('assigned', 'running') AND j.worker_id IS NOT NULL
+  AND (w.id IS NULL OR w.status IN ('stopped', 'failed'))

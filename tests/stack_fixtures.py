@@ -1,4 +1,4 @@
-"""End-to-end fixtures: a real stack (registry, scheduler, workers as processes) per module."""
+"""Stack fixtures for e2e and chaos tests: real service processes on a schema of their own."""
 
 from __future__ import annotations
 
@@ -49,14 +49,21 @@ def e2e_db_url(pg_dsn: str) -> Iterator[str]:
 def start_stack(
     e2e_db_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Callable[..., Stack]]:
-    """start_stack(**Stack options) -> a started Stack on the module's schema; stopped after."""
+    """start_stack(**Stack options) -> a started Stack on the module's schema; stopped after.
+
+    Starting another stops the one before (they would share the schema).
+    """
     stacks: list[Stack] = []
 
     def start(**options: Any) -> Stack:
+        # One stack at a time per module schema: two would share (and fight over) its rows.
+        for earlier in stacks:
+            earlier.stop(grace=15)
         options.setdefault("workers", 3)
         options.setdefault("concurrency", 4)
         options.setdefault("queues", ("default", "emails"))
         options.setdefault("log_level", "info")
+        options.setdefault("failover", True)
         stack = Stack(
             database_url=options.pop("database_url", e2e_db_url), port_base=free_port_base(),
             state_dir=Path(tmp_path_factory.mktemp("stack")), **options,

@@ -1,0 +1,1 @@
+"""qfailover: notices dead workers and puts their jobs back."""

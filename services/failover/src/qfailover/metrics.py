@@ -1,0 +1,15 @@
+"""The failover watcher's Prometheus objects (new names start qstack_)."""
+
+from prometheus_client import Counter, Histogram
+
+FAILOVERS = Counter("qstack_failovers", "Workers declared dead, by event type.", ["event_type"])
+RESCUED = Counter("qstack_jobs_rescued", "Jobs returned to pending from dead workers.")
+QUARANTINED = Counter("qstack_jobs_quarantined", "Jobs made dead for taking workers down.")
+TIMED_OUT = Counter("qstack_jobs_timed_out", "Running jobs recovered past timeout + grace.")
+HELD_BACK = Counter(
+    "qstack_failover_held_back", "Passes in which a guard kept workers from being declared dead."
+)
+RESCUE_SECONDS = Histogram(
+    "qstack_rescue_seconds", "From a dead worker's last heartbeat to its jobs being pending.",
+    buckets=(0.5, 1, 2, 3, 4, 5, 7.5, 10, 15, 30, 60, 120),
+)
