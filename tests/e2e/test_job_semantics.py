@@ -114,3 +114,17 @@ def test_same_unique_key_returns_the_first_jobs_id(client):
     ])
     assert batch[0] == first["id"] and batch[1] == batch[2] != first["id"]
     assert client.wait(first["id"], timeout=10)["result"] == 1
+
+
+def test_jobs_sharing_a_lock_key_never_run_at_the_same_time(client):
+    same = client.enqueue_many([job_body("sleep", 0.15, lock_key="account:7") for _ in range(5)])
+    free = client.enqueue_many([job_body("sleep", 0.15) for _ in range(2)])
+    jobs = [client.wait(j, timeout=30) for j in same + free]
+    assert all(j["status"] == "succeeded" for j in jobs)
+    spans = sorted((datetime.fromisoformat(j["started_at"]), datetime.fromisoformat(j["finished_at"]))
+                   for j in jobs[:5])
+    for (_, end), (start, _) in itertools.pairwise(spans):
+        assert start >= end, "two jobs with one lock_key overlapped"
+    # the unlocked jobs were free to run beside them (two workers)
+    first_free = min(datetime.fromisoformat(j["started_at"]) for j in jobs[5:])
+    assert first_free < spans[-1][0]

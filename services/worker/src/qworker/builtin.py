@@ -1,10 +1,12 @@
-"""Built-in tasks for demos, tests and benchmarks: noop, sleep, echo, fail, flaky, crash."""
+"""Built-in tasks for demos, tests and benchmarks: noop, sleep, echo, fail, flaky, cpu, block,
+crash."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import random
+import time
 from typing import Any
 
 from qworker.tasks import JobContext, task
@@ -57,6 +59,14 @@ def cpu(payload: Any) -> int:
     for i in range(n):
         total += i * i
     return total
+
+
+@task
+async def block(payload: Any) -> float:
+    """Blocks the event loop for `payload` seconds (a badly written task): for health tests."""
+    seconds = float(payload or 1)
+    time.sleep(seconds)  # noqa: ASYNC251 - blocking the loop is the point
+    return seconds
 
 
 @task
