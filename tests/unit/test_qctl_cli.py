@@ -28,8 +28,8 @@ from qshared.errors import (
 )
 
 UNREACHABLE_URL = "http://127.0.0.1:1"
-_ENDPOINT_VARS = ("QSTACK_SCHEDULER_URL", "QSTACK_REGISTRY_URL", "QSTACK_TOKEN",
-                  "DATABASE_URL", "DB_HOST")
+_ENDPOINT_VARS = ("QSTACK_SCHEDULER_URL", "QSTACK_REGISTRY_URL", "QSTACK_FAILOVER_URL",
+                  "QSTACK_TOKEN", "DATABASE_URL", "DB_HOST")
 
 
 @pytest.fixture
@@ -54,7 +54,7 @@ def run(config_dir: Path) -> Iterator:
 
 
 # -- colon spellings -------------------------------------------------------------------
-GROUPS = ["worker", "db", "queue", "job", "context", "enqueue", "up"]
+GROUPS = ["worker", "db", "queue", "job", "context", "enqueue", "up", "failover"]
 
 
 @pytest.mark.parametrize(
@@ -68,6 +68,10 @@ GROUPS = ["worker", "db", "queue", "job", "context", "enqueue", "up"]
         (["worker", "list"], ["worker", "list"]),
         (["enqueue", "emails:send"], ["enqueue", "emails:send"]),
         (["worker:stop", "--worker-id=w:1"], ["worker", "stop", "--worker-id=w:1"]),
+        (["worker:failover-recovery", "--force"], ["worker", "failover-recovery", "--force"]),
+        (["--failover-url", "http://h:8083", "failover:events"],
+         ["--failover-url", "http://h:8083", "failover", "events"]),
+        (["queue:clear-stale-locks"], ["queue", "clear-stale-locks"]),
         (["nope:list"], ["nope:list"]),
         ([], []),
     ],
@@ -154,6 +158,29 @@ def test_resolution_order_option_env_context_default(config_dir: Path) -> None:
         "http://127.0.0.1:8082", "http://127.0.0.1:8081", None)
 
 
+def test_failover_url_resolution_and_old_contexts_files(config_dir: Path) -> None:
+    path = config_dir / "contexts.json"
+    config_dir.mkdir(parents=True)
+    # written by a qctl that knew no failover_url: still loads, the field takes the default
+    path.write_text(json.dumps({"current": "old", "contexts": [
+        {"name": "old", "scheduler_url": "http://s:2", "registry_url": "http://r:1",
+         "token": "t", "gateway_url": None}]}))
+    store = ContextStore(path)
+    assert store.get("old").failover_url is None
+    assert resolve(env={}, store=store).failover_url == "http://127.0.0.1:8083"
+
+    store.put(Context("new", "http://s:2", failover_url="http://f:3/"), make_current=True)
+    store.put(Context("gw", gateway_url="http://gw:80"))
+    assert json.loads(path.read_text())["contexts"][1]["failover_url"] == "http://f:3/"
+    t = resolve(env={}, store=store)
+    assert (t.failover_url, t.sources["failover_url"]) == ("http://f:3", "context new")
+    env = {"QSTACK_FAILOVER_URL": "http://env:3"}
+    assert resolve(env=env, store=store).failover_url == "http://env:3"
+    assert resolve(failover_url="http://opt:3", env=env, store=store).failover_url == \
+        "http://opt:3"
+    assert resolve(context="gw", env={}, store=store).failover_url == "http://gw:80"
+
+
 def test_current_context_is_used_by_remote_commands(run) -> None:
     assert run("context", "add", "dead", "--gateway-url", UNREACHABLE_URL).exit_code == 0
     result = run("queue", "stats")
@@ -169,6 +196,11 @@ def test_current_context_is_used_by_remote_commands(run) -> None:
         ("--scheduler-url", UNREACHABLE_URL, "job", "show", "7"),
         ("job", "list", "--scheduler-url", UNREACHABLE_URL, "-o", "json"),
         ("worker", "stats", "--registry-url", UNREACHABLE_URL),
+        ("worker", "failover-recovery", "--force", "--failover-url", UNREACHABLE_URL),
+        ("--failover-url", UNREACHABLE_URL, "worker", "cleanup-crashed", "-o", "json"),
+        ("failover", "events", "--failover-url", UNREACHABLE_URL),
+        ("queue", "list-locks", "--scheduler-url", UNREACHABLE_URL),
+        ("queue", "clear-stale-locks", "--scheduler-url", UNREACHABLE_URL),
     ],
 )
 def test_unreachable_service_exits_3_with_one_clean_line(run, args: tuple[str, ...]) -> None:
@@ -198,6 +230,8 @@ def test_health_reports_unreachable_services(run) -> None:
         (("worker", "stop"), "WORKER_ID or --worker-id"),
         (("frobnicate",), "No such command"),
         (("job", "list", "--output", "yaml"), "'yaml' is not one of"),
+        (("failover", "events", "--limit", "0"), "--limit"),
+        (("worker", "failover-recovery", "--force=yes"), "--force"),
     ],
 )
 def test_usage_errors_exit_2(run, args: tuple[str, ...], needle: str) -> None:
@@ -221,6 +255,11 @@ def test_help_documents_the_exit_codes(run) -> None:
     for line in ("0  ok", "2  usage error", "3  a service or the database could not be",
                  "4  authentication failed", "5  not found"):
         assert line in result.output
+    assert "failover" in result.output and "--failover-url" in result.output
+    workers = run("worker", "--help").output
+    assert "failover-recovery" in workers and "cleanup-crashed" in workers
+    queues = run("queue", "--help").output
+    assert "list-locks" in queues and "clear-stale-locks" in queues
 
 
 @pytest.mark.parametrize(

@@ -6,6 +6,7 @@ import click
 
 from qctl.commands.context import context_group
 from qctl.commands.db import db_group
+from qctl.commands.failover import failover_group
 from qctl.commands.jobs import enqueue, job_group
 from qctl.commands.queues import health, queue_group
 from qctl.commands.up import up
@@ -38,12 +39,13 @@ def cli() -> None:
 
     Commands also answer to the specification's colon spellings:
     `qctl worker:list` is `qctl worker list`, `qctl db:migrate` is `qctl db migrate`.
-    Remote commands find the services through --scheduler-url/--registry-url/--token,
-    then QSTACK_SCHEDULER_URL/QSTACK_REGISTRY_URL/QSTACK_TOKEN, then the current
-    context (`qctl context`), then http://127.0.0.1:8082 and :8081.
+    Remote commands find the services through --scheduler-url/--registry-url/
+    --failover-url/--token, then QSTACK_SCHEDULER_URL/QSTACK_REGISTRY_URL/
+    QSTACK_FAILOVER_URL/QSTACK_TOKEN, then the current context (`qctl context`),
+    then http://127.0.0.1:8082, :8081 and :8083.
     """
 
 
-for _command in (up, enqueue, health, context_group, db_group, job_group, queue_group,
-                 worker_group):
+for _command in (up, enqueue, health, context_group, db_group, failover_group, job_group,
+                 queue_group, worker_group):
     cli.add_command(_command)

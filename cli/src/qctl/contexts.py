@@ -14,6 +14,7 @@ from qshared.errors import ConfigError, NotFound
 
 DEFAULT_SCHEDULER_URL = "http://127.0.0.1:8082"
 DEFAULT_REGISTRY_URL = "http://127.0.0.1:8081"
+DEFAULT_FAILOVER_URL = "http://127.0.0.1:8083"
 LOCAL_CONTEXT = "local"
 _FILE_NAME = "contexts.json"
 
@@ -29,17 +30,20 @@ def config_dir(env: Mapping[str, str] | None = None) -> Path:
 
 @dataclass
 class Context:
-    """One named stack: where its scheduler and registry answer, and its token."""
+    """One named stack: where its scheduler, registry and failover watcher answer, its token."""
 
     name: str
     scheduler_url: str | None = None
     registry_url: str | None = None
     token: str | None = None
     gateway_url: str | None = None
+    failover_url: str | None = None
 
     @classmethod
     def from_dict(cls, data: Mapping[str, object]) -> Context:
-        known = {k: data.get(k) for k in ("scheduler_url", "registry_url", "token", "gateway_url")}
+        """A context from its stored form; fields an older qctl did not write stay unset."""
+        known = {k: data.get(k) for k in (
+            "scheduler_url", "registry_url", "token", "gateway_url", "failover_url")}
         return cls(name=str(data["name"]), **known)  # type: ignore[arg-type]
 
 
@@ -52,6 +56,7 @@ class Target:
     token: str | None
     context: str | None = None
     sources: dict[str, str] = field(default_factory=dict)
+    failover_url: str = DEFAULT_FAILOVER_URL
 
 
 class ContextStore:
@@ -134,6 +139,7 @@ def resolve(
     registry_url: str | None = None,
     token: str | None = None,
     context: str | None = None,
+    failover_url: str | None = None,
     env: Mapping[str, str] | None = None,
     store: ContextStore | None = None,
 ) -> Target:
@@ -150,14 +156,16 @@ def resolve(
     ctx_values = {
         "scheduler_url": (ctx.scheduler_url or ctx.gateway_url) if ctx else None,
         "registry_url": (ctx.registry_url or ctx.gateway_url) if ctx else None,
+        "failover_url": (ctx.failover_url or ctx.gateway_url) if ctx else None,
         "token": ctx.token if ctx else None,
     }
     defaults = {
         "scheduler_url": DEFAULT_SCHEDULER_URL, "registry_url": DEFAULT_REGISTRY_URL,
-        "token": None,
+        "failover_url": DEFAULT_FAILOVER_URL, "token": None,
     }
-    options = {"scheduler_url": scheduler_url, "registry_url": registry_url, "token": token}
-    for key in ("scheduler_url", "registry_url", "token"):
+    options = {"scheduler_url": scheduler_url, "registry_url": registry_url,
+               "failover_url": failover_url, "token": token}
+    for key in ("scheduler_url", "registry_url", "failover_url", "token"):
         env_name = f"QSTACK_{key.upper()}"
         order = [
             ("option", options[key]), (env_name, env.get(env_name)),

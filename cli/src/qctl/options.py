@@ -33,12 +33,14 @@ def _option(*decls: str, **kwargs: Any) -> Callable[[F], F]:
 
 
 def endpoint_options(f: F) -> F:
-    """--scheduler-url, --registry-url, --token and --context."""
+    """--scheduler-url, --registry-url, --failover-url, --token and --context."""
     for deco in reversed((
         _option("--scheduler-url", metavar="URL",
                 help="Scheduler base URL (default: $QSTACK_SCHEDULER_URL, context, :8082)."),
         _option("--registry-url", metavar="URL",
                 help="Registry base URL (default: $QSTACK_REGISTRY_URL, context, :8081)."),
+        _option("--failover-url", metavar="URL",
+                help="Failover watcher base URL (default: $QSTACK_FAILOVER_URL, context, :8083)."),
         _option("--token", metavar="TOKEN",
                 help="Bearer token (default: $QSTACK_TOKEN, then the context's)."),
         _option("--context", "context_name", metavar="NAME",
@@ -76,6 +78,7 @@ def target(ctx: click.Context) -> Target:
         ctx.meta[key] = resolve(
             scheduler_url=get(ctx, "scheduler_url"), registry_url=get(ctx, "registry_url"),
             token=get(ctx, "token"), context=get(ctx, "context_name"),
+            failover_url=get(ctx, "failover_url"),
         )
     return ctx.meta[key]
 
@@ -90,3 +93,9 @@ def registry(ctx: click.Context, timeout: float = 30.0) -> Client:
     """A client of the registry, closed when the command ends."""
     t = target(ctx)
     return ctx.with_resource(Client(t.registry_url, t.token, timeout=timeout))
+
+
+def failover(ctx: click.Context, timeout: float = 60.0) -> Client:
+    """A client of the failover watcher (qfailover), closed when the command ends."""
+    t = target(ctx)
+    return ctx.with_resource(Client(t.failover_url, t.token, timeout=timeout))

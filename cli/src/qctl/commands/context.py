@@ -38,6 +38,7 @@ def list_contexts(ctx: click.Context, show_token: bool) -> None:
             "name": c.name,
             "scheduler_url": c.scheduler_url or c.gateway_url,
             "registry_url": c.registry_url or c.gateway_url,
+            "failover_url": c.failover_url or c.gateway_url,
             "token": c.token if show_token else _mask(c.token),
         }
         for c in sorted(store.contexts.values(), key=lambda c: c.name)
@@ -48,7 +49,7 @@ def list_contexts(ctx: click.Context, show_token: bool) -> None:
     output.table(
         rows,
         [("", lambda r: "*" if r["current"] else " "), ("NAME", "name"), ("SCHEDULER", "scheduler_url"),
-         ("REGISTRY", "registry_url"), ("TOKEN", "token")],
+         ("REGISTRY", "registry_url"), ("FAILOVER", "failover_url"), ("TOKEN", "token")],
         empty=f"no contexts yet ({store.path}); `qctl up` or `qctl context add` creates one",
     )
 
@@ -57,24 +58,26 @@ def list_contexts(ctx: click.Context, show_token: bool) -> None:
 @click.argument("name")
 @click.option("--scheduler-url", metavar="URL", help="Scheduler base URL.")
 @click.option("--registry-url", metavar="URL", help="Registry base URL.")
+@click.option("--failover-url", metavar="URL", help="Failover watcher base URL.")
 @click.option("--gateway-url", metavar="URL",
               help="One URL serving both (the nginx gateway); the two above override it.")
 @click.option("--token", metavar="TOKEN", help="Bearer token of that stack.")
 @click.option("--use/--no-use", "make_current", default=False,
               help="Make it the current context (the first context always is).")
 def add_context(
-    name: str, scheduler_url: str | None, registry_url: str | None, gateway_url: str | None,
-    token: str | None, make_current: bool,
+    name: str, scheduler_url: str | None, registry_url: str | None, failover_url: str | None,
+    gateway_url: str | None, token: str | None, make_current: bool,
 ) -> None:
     """Add a context, or replace the one of that name."""
-    if not (scheduler_url or registry_url or gateway_url):
-        raise click.UsageError("give --scheduler-url/--registry-url or --gateway-url")
-    for url in (scheduler_url, registry_url, gateway_url):
+    if not (scheduler_url or registry_url or failover_url or gateway_url):
+        raise click.UsageError("give --scheduler-url/--registry-url/--failover-url or --gateway-url")
+    for url in (scheduler_url, registry_url, failover_url, gateway_url):
         if url and not url.startswith(("http://", "https://")):
             raise click.BadParameter(f"{url!r} is not an http(s) URL")
     store = ContextStore()
     store.put(
-        Context(name, _strip(scheduler_url), _strip(registry_url), token, _strip(gateway_url)),
+        Context(name, _strip(scheduler_url), _strip(registry_url), token, _strip(gateway_url),
+                _strip(failover_url)),
         make_current=make_current,
     )
     suffix = " (current)" if store.current == name else ""

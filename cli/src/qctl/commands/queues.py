@@ -1,4 +1,4 @@
-"""`qctl queue stats` and `qctl health`: queue depths and service health."""
+"""`qctl queue` (stats, locks) and `qctl health`: queue depths, locks and service health."""
 
 from __future__ import annotations
 
@@ -18,9 +18,22 @@ STATS_COLUMNS: list[output.Column] = [
 ]
 
 
-@click.group("queue", short_help="Queue statistics (`queue stats`).")
+LOCK_COLUMNS: list[output.Column] = [
+    ("KEY", lambda lock: lock.get("key") or lock.get("lock_key")), ("OWNER", "owner"),
+    ("WORKER", "worker_id"), ("TOKEN", "token"),
+    ("EXPIRES IN", lambda lock: _expires_in(lock.get("expires_in_s"))), ("LIVE", "live"),
+]
+
+
+def _expires_in(seconds: Any) -> str:
+    if not isinstance(seconds, int | float):
+        return "-"
+    return output.age(seconds) if seconds >= 0 else f"expired {output.age(-seconds)} ago"
+
+
+@click.group("queue", short_help="Queue statistics and locks (`queue stats`, `list-locks`).")
 def queue_group() -> None:
-    """Queues as the scheduler sees them (`qctl queue stats`, also `queue:stats`)."""
+    """Queues and locks as the scheduler sees them (`qctl queue stats`, also `queue:stats`)."""
 
 
 @queue_group.command("stats")
@@ -31,6 +44,31 @@ def queue_stats(ctx: click.Context) -> None:
     queues = options.scheduler(ctx).stats()
     output.emit(options.output_format(ctx), {"queues": queues}, queues, STATS_COLUMNS,
                 empty="no jobs in any queue yet")
+
+
+@queue_group.command("list-locks")
+@options.remote_command
+@click.pass_context
+def list_locks(ctx: click.Context) -> None:
+    """Every distributed lock, live or expired: key, owner, fencing token, time left."""
+    locks = options.scheduler(ctx).request("GET", "/admin/queue/locks")["locks"]
+    output.emit(options.output_format(ctx), {"locks": locks}, locks, LOCK_COLUMNS,
+                empty="no locks held")
+
+
+@queue_group.command("clear-stale-locks")
+@options.remote_command
+@click.pass_context
+def clear_stale_locks(ctx: click.Context) -> None:
+    """Delete the lock rows whose lease has expired; live locks stay."""
+    result = options.scheduler(ctx).request("POST", "/admin/queue/locks/clear-stale")
+    if options.output_format(ctx) == "json":
+        output.print_json(result)
+        return
+    keys = result.get("keys") or []
+    output.success(f"cleared {result.get('cleared', len(keys))} stale lock(s)")
+    if keys:
+        click.echo("\n".join(keys))
 
 
 def _probe(name: str, url: str) -> dict[str, Any]:

@@ -128,7 +128,8 @@ def up(
     try:
         stack.start()
         ContextStore().put(
-            Context(context_name, stack.scheduler_url, stack.registry_url, stack.token),
+            Context(context_name, stack.scheduler_url, stack.registry_url, stack.token,
+                    failover_url=stack.services["failover"].url if failover else None),
             make_current=True,
         )
         _print_summary(stack, context_name)

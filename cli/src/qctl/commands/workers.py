@@ -1,4 +1,4 @@
-"""`qctl worker`: list, inspect, drain, stop and deregister workers; run one locally."""
+"""`qctl worker`: list, inspect, drain, stop, deregister and recover workers; run one locally."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import sys
 import click
 
 from qctl import options, output
+from qctl.commands.failover import CLEANUP_CRASHED_PATH, RECOVER_PATH, run_pass
 from qctl.errors import FAILED, CliError
 
 WORKER_COLUMNS: list[output.Column] = [
@@ -36,7 +37,7 @@ WORKER_FIELDS = (
 )
 
 
-@click.group("worker", short_help="List, inspect, drain and stop workers.")
+@click.group("worker", short_help="List, inspect, drain, stop and recover workers.")
 def worker_group() -> None:
     """Workers as the registry sees them (`qctl worker list`, also `worker:list`)."""
 
@@ -139,6 +140,30 @@ def stop_all(ctx: click.Context, graceful: bool) -> None:
         output.print_json({"stopped": targets})
     else:
         output.success(f"stop requested for {len(targets)} worker(s)")
+
+
+@worker_group.command("failover-recovery")
+@click.option("--force", is_flag=True,
+              help="Skip the guards (database settle time, registry health, mass death): "
+                   "declare dead every worker past the TTL or without its session lock.")
+@options.remote_command
+@click.pass_context
+def failover_recovery(ctx: click.Context, force: bool) -> None:
+    """Run a failover pass now: declare dead workers failed and put their jobs back.
+
+    The pass also takes back jobs running past their timeout and removes long-expired
+    locks. Without --force the watcher's guards apply and may hold workers back.
+    """
+    run_pass(ctx, RECOVER_PATH, {"force": force},
+             "failover pass" + (" (forced: guards skipped)" if force else ""))
+
+
+@worker_group.command("cleanup-crashed")
+@options.remote_command
+@click.pass_context
+def cleanup_crashed(ctx: click.Context) -> None:
+    """Declare crashed workers failed and take jobs back from stopped or failed workers."""
+    run_pass(ctx, CLEANUP_CRASHED_PATH, None, "crashed-worker clean-up")
 
 
 def _exec_qworker(args: list[str]) -> None:

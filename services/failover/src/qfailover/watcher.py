@@ -45,6 +45,8 @@ class Watcher:
         self._db_started: datetime | None = None
         self._db_failed = False
         self._registry_ok_since: float | None = None
+        self._registry_checked_at: float | None = None
+        self._look_gap = max(2 * settings.failover_check_interval, 2.0)
         self._last_held_event = 0.0
         self._lock = asyncio.Lock()  # one pass at a time in this process
         self.last_pass_at: float | None = None
@@ -79,10 +81,14 @@ class Watcher:
             ok = resp.status_code == 200
         except httpx.HTTPError:
             ok = False
+        gap = now - self._registry_checked_at if self._registry_checked_at is not None else None
+        self._registry_checked_at = now
         if not ok:
             self._registry_ok_since = None
             return 0.0
-        if self._registry_ok_since is None:
+        # "healthy since" only holds if we kept looking: after a long gap between passes
+        # (a manual pass with the loop idle, say) the registry counts as healthy from now.
+        if self._registry_ok_since is None or gap is None or gap > self._look_gap:
             self._registry_ok_since = now
         return now - self._registry_ok_since
 
