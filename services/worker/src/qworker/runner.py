@@ -179,12 +179,14 @@ class Worker:
         self.reporter.started(a, started)  # no await since the _paused check: see quiesce()
         due = max(a.created_at.timestamp(), a.run_at.timestamp())
         metrics.ENQUEUE_TO_START.labels(queue_name=a.queue_name).observe(max(started - due, 0))
-        self._running[a.id] = asyncio.current_task()  # type: ignore[assignment]
+        # A task per job, so that a stop can wait for (or cancel) the jobs themselves.
+        job = asyncio.create_task(execute(
+            a, worker_id=self.id, started=started, executor=self._executor,
+            retry_base=self.settings.qstack_retry_base, retry_cap=self.settings.qstack_retry_max,
+        ), name=f"job:{a.id}")
+        self._running[a.id] = job
         try:
-            outcome = await execute(
-                a, worker_id=self.id, started=started, executor=self._executor,
-                retry_base=self.settings.qstack_retry_base, retry_cap=self.settings.qstack_retry_max,
-            )
+            outcome = await job
         finally:
             self._running.pop(a.id, None)
         metrics.JOB_DURATION.labels(queue_name=a.queue_name).observe(time.time() - started)

@@ -15,9 +15,9 @@ from qshared.storage.base import Callback, Subscription
 log = logging.getLogger(__name__)
 
 
-def liveness_key(worker_id: str) -> int:
-    """The worker's advisory-lock key: 63 bits of a hash of its id."""
-    digest = hashlib.md5(f"qstack:worker:{worker_id}".encode()).digest()
+def liveness_key(schema: str, worker_id: str) -> int:
+    """The worker's advisory-lock key: 63 bits of a hash of its schema and id."""
+    digest = hashlib.md5(f"qstack:{schema}:worker:{worker_id}".encode()).digest()
     return int.from_bytes(digest[:8], "big") & ((1 << 63) - 1)
 
 

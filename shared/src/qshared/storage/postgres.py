@@ -91,8 +91,9 @@ class PostgresStorage(Storage):
 
     dialect = "postgres"
 
-    def __init__(self, pool: asyncpg.Pool, dsn: str, max_size: int) -> None:
+    def __init__(self, pool: asyncpg.Pool, dsn: str, max_size: int, schema: str = "public") -> None:
         self._pool = pool
+        self._schema = schema  # advisory locks are per database: the key names the schema too
         self._dsn = dsn
         self._max = max_size
         self._q = load_queries("postgres")
@@ -108,7 +109,8 @@ class PostgresStorage(Storage):
             max_inactive_connection_lifetime=max_idle, init=_init_connection,
             command_timeout=60,
         )
-        return cls(pool, dsn, pool_size)
+        schema = await pool.fetchval("SELECT current_schema()")
+        return cls(pool, dsn, pool_size, schema or "public")
 
     async def close(self) -> None:
         with contextlib.suppress(Exception):
@@ -237,8 +239,17 @@ class PostgresStorage(Storage):
                 PendingJob(r["id"], r["queue_name"], r["priority"], r["run_at"], r["lock_key"])
                 for r in rows
             ]
-            offered = {j.id for j in pending}
-            pairs = [(j, w) for j, w in choose(pending) if w in locked and j in offered]
+            offered = {j.id: j for j in pending}
+            pairs, keys = [], set()
+            for job_id, worker_id in choose(pending):
+                job = offered.get(job_id)
+                if job is None or worker_id not in locked:
+                    continue
+                if job.lock_key is not None:  # one active job per lock_key, whatever chose
+                    if job.lock_key in keys:
+                        continue
+                    keys.add(job.lock_key)
+                pairs.append((job_id, worker_id))
             if pairs:
                 await conn.execute(
                     self._q["assign"], [p[0] for p in pairs], [p[1] for p in pairs]
@@ -390,14 +401,14 @@ class PostgresStorage(Storage):
     # -- liveness and failover ---------------------------------------------------------
     @_translated
     async def hold_liveness(self, worker_id: str) -> Subscription:
-        holder = PgLiveness(self._dsn, liveness_key(worker_id))
+        holder = PgLiveness(self._dsn, liveness_key(self._schema, worker_id))
         await holder.start()
         return holder
 
     @_translated
     async def liveness(self) -> list[dict[str, Any]]:
         rows = [dict(r) for r in await self._pool.fetch(self._q["liveness_candidates"])]
-        keys = {liveness_key(r["id"]): r for r in rows}
+        keys = {liveness_key(self._schema, r["id"]): r for r in rows}
         held = {
             r["key"] for r in await self._pool.fetch(self._q["held_advisory_locks"], list(keys))
         } if keys else set()

@@ -331,15 +331,16 @@ WHERE id = $1 AND status IN ('active', 'draining')
 RETURNING id, EXTRACT(EPOCH FROM now() - last_heartbeat_at)::float8 AS heartbeat_age_s
 
 -- name: recover_worker_jobs --
--- Everything a dead worker held goes back to pending, its attempt counted: dead when the
--- attempts are used up, quarantined when workers died running it $3 times. SET sees the
--- old row throughout.
+-- Everything a dead worker held goes back to pending. A running job's attempt counts (dead
+-- when the attempts are used up; quarantined when workers died running it $3 times); a job
+-- it had not started gets its attempt back, as in a hand-back. SET sees the old row.
 WITH r AS (
     UPDATE jobs SET
         crash_count = crash_count + CASE WHEN status = 'running' THEN 1 ELSE 0 END,
+        attempts = CASE WHEN status = 'assigned' THEN GREATEST(attempts - 1, 0) ELSE attempts END,
         status = CASE
             WHEN status = 'running' AND crash_count + 1 >= $3 THEN 'dead'
-            WHEN attempts >= max_attempts THEN 'dead'
+            WHEN status = 'running' AND attempts >= max_attempts THEN 'dead'
             ELSE 'pending' END,
         last_error = CASE
             WHEN status = 'running' AND crash_count + 1 >= $3
@@ -347,7 +348,7 @@ WITH r AS (
                  || ' (the last: ' || $1 || ')'
             ELSE $2 END,
         finished_at = CASE
-            WHEN (status = 'running' AND crash_count + 1 >= $3) OR attempts >= max_attempts
+            WHEN status = 'running' AND (crash_count + 1 >= $3 OR attempts >= max_attempts)
             THEN now() END,
         worker_id = NULL, started_at = NULL
     WHERE worker_id = $1 AND status IN ('assigned', 'running')
