@@ -68,7 +68,7 @@ def create_app(settings: Settings, options: Options, stop: asyncio.Event) -> web
     async def worker_ctx(app: web.Application) -> AsyncIterator[None]:
         storage = await open_storage(
             settings.dsn, pool_size=min(settings.db_pool_size, 4 + options.concurrency),
-            max_idle=settings.db_max_idle_time,
+            max_idle=settings.db_max_idle_time, durable=False,
         )
         worker = Worker(
             settings, storage, queues=options.queues, concurrency=options.concurrency,

@@ -176,7 +176,11 @@ class Worker:
 
     async def _run_one(self, a: Assignment) -> None:
         started = time.time()
-        self.reporter.started(a, started)  # no await since the _paused check: see quiesce()
+        # No await between the _paused check and this call: see quiesce().
+        if not await self.reporter.started(a, started):
+            log.warning("job %d is no longer this worker's; not running it", a.id)
+            self._held.pop(a.id, None)
+            return
         due = max(a.created_at.timestamp(), a.run_at.timestamp())
         metrics.ENQUEUE_TO_START.labels(queue_name=a.queue_name).observe(max(started - due, 0))
         # A task per job, so that a stop can wait for (or cancel) the jobs themselves.

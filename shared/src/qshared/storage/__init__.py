@@ -15,13 +15,21 @@ def worker_channel(worker_id: str) -> str:
     return "qstack_w_" + hashlib.md5(worker_id.encode()).hexdigest()
 
 
-async def open_storage(url: str, *, pool_size: int = 20, max_idle: float = 3600) -> Storage:
-    """Open the backend the URL names (postgresql://...; mysql:// comes with its issue)."""
+async def open_storage(
+    url: str, *, pool_size: int = 20, max_idle: float = 3600, durable: bool = True
+) -> Storage:
+    """Open the backend the URL names (postgresql://...; mysql:// comes with its issue).
+
+    `durable=False` lets commits return before they are on disk: for a worker's starts and
+    outcomes, which a database crash may take back without losing a job (it runs again).
+    """
     scheme = url.split("://", 1)[0].lower()
     if scheme in ("postgresql", "postgres", "postgresql+asyncpg"):
         from qshared.storage.postgres import PostgresStorage
 
-        return await PostgresStorage.open(url, pool_size=pool_size, max_idle=max_idle)
+        return await PostgresStorage.open(
+            url, pool_size=pool_size, max_idle=max_idle, durable=durable
+        )
     raise ConfigError(f"DATABASE_URL: unsupported database scheme {scheme!r} (use postgresql://)")
 
 

@@ -206,6 +206,14 @@ class Storage(abc.ABC):
         """Returns: the jobs assigned to the worker that it does not hold yet."""
 
     @abc.abstractmethod
+    async def mark_running(self, starts: Sequence[tuple[int, int, float]]) -> set[int]:
+        """Move assigned jobs to running: (job id, token, started epoch) each.
+
+        Returns:
+            The ids that moved (a stale token moves nothing: that job must not run).
+        """
+
+    @abc.abstractmethod
     async def report(self, outcomes: Sequence[Outcome]) -> list[tuple[int, str]]:
         """Write a batch of outcomes; each must present the job's current token.
 

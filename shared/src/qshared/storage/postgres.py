@@ -53,6 +53,13 @@ def _translated(fn):
     return wrapper
 
 
+async def _no_reset(_conn: asyncpg.Connection) -> None:
+    """Pooled connections go back as they are: qstack sets no session state on them (its
+    advisory locks and LISTENs live on connections of their own), and asyncpg's default reset
+    costs a round trip on every release.
+    """
+
+
 async def _init_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec(
         "jsonb", schema="pg_catalog", format="text",
@@ -101,13 +108,17 @@ class PostgresStorage(Storage):
     @classmethod
     @_translated
     async def open(
-        cls, dsn: str, *, pool_size: int = 20, max_idle: float = 3600, min_size: int = 1
+        cls, dsn: str, *, pool_size: int = 20, max_idle: float = 3600, min_size: int = 1,
+        durable: bool = True,
     ) -> PostgresStorage:
         dsn = dsn.replace("postgresql+asyncpg://", "postgresql://", 1)
+        # durable=False: commits return before the WAL reaches disk (synchronous_commit=off).
+        # For writes a database crash may take back without breaking at-least-once.
+        settings = {} if durable else {"synchronous_commit": "off"}
         pool = await asyncpg.create_pool(
             dsn, min_size=min(min_size, pool_size), max_size=pool_size,
             max_inactive_connection_lifetime=max_idle, init=_init_connection,
-            command_timeout=60,
+            command_timeout=60, server_settings=settings, reset=_no_reset,
         )
         schema = await pool.fetchval("SELECT current_schema()")
         return cls(pool, dsn, pool_size, schema or "public")
@@ -272,6 +283,16 @@ class PostgresStorage(Storage):
             )
             for r in rows
         ]
+
+    @_translated
+    async def mark_running(self, starts: Sequence[tuple[int, int, float]]) -> set[int]:
+        if not starts:
+            return set()
+        rows = await self._pool.fetch(
+            self._q["mark_running"], [s[0] for s in starts], [s[1] for s in starts],
+            [s[2] for s in starts],
+        )
+        return {r["id"] for r in rows}
 
     @_translated
     async def report(self, outcomes: Sequence[Outcome]) -> list[tuple[int, str]]:

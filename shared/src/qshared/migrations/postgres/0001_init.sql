@@ -26,12 +26,13 @@ CREATE TABLE jobs (
     last_error       TEXT,
     result           JSONB
 );
-CREATE UNIQUE INDEX idx_jobs_unique_key ON jobs (unique_key);
+-- Partial indexes throughout: every status change rewrites the row, and each index that
+-- holds it pays for an entry, so jobs are indexed only where a query needs them.
+CREATE UNIQUE INDEX idx_jobs_unique_key ON jobs (unique_key) WHERE unique_key IS NOT NULL;
 CREATE INDEX idx_jobs_dispatch ON jobs (queue_name, priority DESC, run_at, id)
     WHERE status = 'pending';
 CREATE INDEX idx_jobs_worker_active ON jobs (worker_id)
     WHERE status IN ('assigned', 'running');
-CREATE INDEX idx_jobs_status_queue ON jobs (status, queue_name);
 
 CREATE TABLE queue_workers (
     id                TEXT PRIMARY KEY,

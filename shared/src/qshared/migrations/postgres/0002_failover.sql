@@ -6,6 +6,3 @@ ALTER TABLE jobs ADD COLUMN crash_count INTEGER NOT NULL DEFAULT 0;
 -- Two jobs with the same lock_key never run at the same time: at most one may be active.
 CREATE UNIQUE INDEX idx_jobs_lock_active ON jobs (lock_key)
     WHERE lock_key IS NOT NULL AND status IN ('assigned', 'running');
-
--- The failover watcher's sweep for jobs running past their timeout.
-CREATE INDEX idx_jobs_running_started ON jobs (started_at) WHERE status = 'running';

@@ -18,7 +18,7 @@ WITH input AS (
     SELECT id, queue_name, task_name, payload::jsonb, priority, max_attempts, timeout,
            now() + make_interval(secs => delay_s), unique_key, lock_key
     FROM input ORDER BY ord
-    ON CONFLICT (unique_key) DO NOTHING
+    ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING
     RETURNING id
 ), notified AS (
     SELECT pg_notify('qstack_jobs', '') WHERE EXISTS (SELECT 1 FROM ins)
@@ -126,6 +126,15 @@ SELECT id, token, queue_name, task_name, payload, priority, attempts, max_attemp
 FROM jobs
 WHERE worker_id = $1 AND status = 'assigned' AND NOT (id = ANY($2::bigint[]))
 ORDER BY priority DESC, run_at, id
+
+-- name: mark_running --
+-- A worker's starts, written before the jobs run; each must present the current token.
+WITH v AS (
+    SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::float8[]) AS v(id, token, started)
+)
+UPDATE jobs j SET status = 'running', started_at = to_timestamp(v.started)
+FROM v WHERE j.id = v.id AND j.token = v.token AND j.status = 'assigned'
+RETURNING j.id
 
 -- name: report --
 -- Batched outcomes; each row must present the job's current token, so a late or duplicate
