@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from datetime import UTC, datetime
 
 from qscheduler import metrics
 from qscheduler.selection import RecentAssignments, choose
@@ -17,6 +16,7 @@ from qshared.storage import DISPATCH_CHANNEL, Storage
 log = logging.getLogger(__name__)
 
 LEADER_KEY = "qstack:leader:dispatcher"
+DUE_MARGIN = 0.005  # seconds
 
 
 class Dispatcher:
@@ -63,10 +63,12 @@ class Dispatcher:
         return len(pairs)
 
     async def _sleep_time(self) -> float:
-        nxt = await self.storage.next_run_at()
-        if nxt is None:
+        """Until the next job is due, on the database's clock, plus a margin so that the next
+        pass sees it due (a pass a hair early would find nothing and wait for the poll)."""
+        due_in = await self.storage.next_due_in()
+        if due_in is None:
             return self.poll
-        return min(max((nxt - datetime.now(UTC)).total_seconds(), 0.001), self.poll)
+        return min(max(due_in, 0.0) + DUE_MARGIN, self.poll)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Chase the lease and dispatch until `stop`."""

@@ -197,8 +197,10 @@ class Storage(abc.ABC):
         """
 
     @abc.abstractmethod
-    async def next_run_at(self) -> datetime | None:
-        """Returns: the earliest run_at of a pending job that is not due yet."""
+    async def next_due_in(self) -> float | None:
+        """Returns: seconds on the database's clock until the next pending job is due (0 or
+        less for one that came due in the last 10 ms), or None.
+        """
 
     # -- worker side -------------------------------------------------------------------
     @abc.abstractmethod

@@ -268,8 +268,8 @@ class PostgresStorage(Storage):
             return pairs
 
     @_translated
-    async def next_run_at(self) -> datetime | None:
-        return await self._pool.fetchval(self._q["next_run_at"])
+    async def next_due_in(self) -> float | None:
+        return await self._pool.fetchval(self._q["next_due_in"])
 
     # -- worker side -------------------------------------------------------------------
     @_translated

@@ -116,8 +116,12 @@ WITH v AS (
 )
 SELECT (SELECT count(*) FROM upd) AS assigned, (SELECT count(*) FROM notified) AS woke
 
--- name: next_run_at --
-SELECT min(run_at) AS next_run_at FROM jobs WHERE status = 'pending' AND run_at > now()
+-- name: next_due_in --
+-- Seconds (on the database's clock) until the next pending job falls due. Jobs that fell
+-- due in the last 10 ms count too (as 0 or less): one may have come due just after a pass
+-- looked, and must not wait for the next poll.
+SELECT EXTRACT(EPOCH FROM min(run_at) - now())::float8 AS due_in
+FROM jobs WHERE status = 'pending' AND run_at > now() - interval '10 milliseconds'
 
 -- name: claim_assigned --
 -- A worker takes the jobs assigned to it that it does not hold yet.
