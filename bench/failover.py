@@ -25,17 +25,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
-import secrets
 import statistics
 import sys
 import threading
 import time
-from datetime import UTC, datetime
-from pathlib import Path
 
 import asyncpg
+from benchlib import pct, private_schema, report
 
 from qctl.stack import Stack
 from qshared.client import AsyncClient, job_body
@@ -68,11 +65,6 @@ SELECT count(*) FILTER (WHERE noted AND settled) AS settled,
        (SELECT count(*) FROM failover_events WHERE failed_worker_id = $2) AS events
 FROM s
 """
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(int(q * len(ordered)), len(ordered) - 1)]
 
 
 def figures(values: list[float], digits: int = 3) -> dict[str, float]:
@@ -231,14 +223,6 @@ async def measure(stack: Stack, url: str, args: argparse.Namespace) -> dict:
     }
 
 
-async def sql(url: str, query: str) -> None:
-    conn = await asyncpg.connect(url)
-    try:
-        await conn.execute(query)
-    finally:
-        await conn.close()
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--db", default=os.environ.get("QSTACK_BENCH_DB"))
@@ -260,36 +244,22 @@ def main() -> None:
     env = {}
     if args.heartbeat_interval is not None:
         env["WORKER_HEALTH_CHECK_INTERVAL"] = str(args.heartbeat_interval)
-    schema = None
-    url = args.db
-    if url:
-        schema = "bench_" + secrets.token_hex(4)
-        asyncio.run(sql(url, f'CREATE SCHEMA "{schema}"'))
-        url = f"{url}{'&' if '?' in url else '?'}search_path={schema}"
-    stack = Stack(workers=args.workers, concurrency=args.concurrency, failover=True,
-                  database_url=url, port_base=args.port_base,
-                  state_dir=".qstack/bench-failover", log_level="warning", env=env,
-                  queues=("default",), log=lambda m: print(m, file=sys.stderr))
-    try:
-        stack.start()
-        result = asyncio.run(measure(stack, stack.database_url, args))
-    finally:
-        stack.stop()
-        if schema:
-            asyncio.run(sql(args.db, f'DROP SCHEMA "{schema}" CASCADE'))
+    with private_schema(args.db) as url:
+        stack = Stack(workers=args.workers, concurrency=args.concurrency, failover=True,
+                      database_url=url, port_base=args.port_base,
+                      state_dir=".qstack/bench-failover", log_level="warning", env=env,
+                      queues=("default",), log=lambda m: print(m, file=sys.stderr))
+        try:
+            stack.start()
+            result = asyncio.run(measure(stack, stack.database_url, args))
+        finally:
+            stack.stop()
     result.update({
-        "database": "postgresql (external)" if args.db else "postgresql (embedded pgserver)",
         "workers": args.workers, "concurrency": args.concurrency,
         "outstanding": args.outstanding,
         "heartbeat_interval_s": args.heartbeat_interval or "default",
-        "cores": os.cpu_count(), "at": datetime.now(UTC).isoformat(timespec="seconds"),
     })
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    for key, value in result.items():
-        if key != "runs":
-            print(f"{key:<22}  {value}")
-
+    report(result, args.out, args.db, hide=("runs",))
 
 if __name__ == "__main__":
     main()

@@ -20,37 +20,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import secrets
 import statistics
 import sys
 import time
-from datetime import UTC, datetime
-from pathlib import Path
 
 import aiohttp
-import asyncpg
 import httpx
+from benchlib import pct, private_schema, report
 from prometheus_client.parser import text_string_to_metric_families
 
 from qctl.stack import Stack
 from qshared.locks import Locks
 
 TARGET_UNCONTENDED_P99_MS = 2.0
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(int(q * len(ordered)), len(ordered) - 1)]
-
-
-async def sql(url: str, query: str) -> None:
-    conn = await asyncpg.connect(url)
-    try:
-        await conn.execute(query)
-    finally:
-        await conn.close()
 
 
 async def lock_counters(url: str) -> tuple[float, float]:
@@ -178,35 +162,18 @@ def main() -> None:
     p.add_argument("--out", default="bench/results/locks.json")
     args = p.parse_args()
 
-    schema = None
-    url = args.db
-    if url:
-        schema = "bench_" + secrets.token_hex(4)
-        asyncio.run(sql(url, f'CREATE SCHEMA "{schema}"'))
-        sep = "&" if "?" in url else "?"
-        url = f"{url}{sep}search_path={schema}"
-    stack = Stack(workers=0, database_url=url, port_base=args.port_base,
-                  state_dir=".qstack/bench", log_level="warning", queues=("default",),
-                  log=lambda m: print(m, file=sys.stderr))
-    try:
-        stack.start()
-        result = asyncio.run(measure(stack, args))
-    finally:
-        stack.stop()
-        if schema:
-            asyncio.run(sql(args.db, f'DROP SCHEMA "{schema}" CASCADE'))
-    result.update({
-        "clients": "uncontended: aiohttp keep-alive, then qshared.locks (httpx); "
-                   "contended: qshared.locks",
-        "database": "postgresql (external)" if args.db else "postgresql (embedded pgserver)",
-        "cores": os.cpu_count(), "at": datetime.now(UTC).isoformat(timespec="seconds"),
-    })
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    width = max(len(k) for k in result)
-    for key, value in result.items():
-        print(f"{key:<{width}}  {value}")
-
+    with private_schema(args.db) as url:
+        stack = Stack(workers=0, database_url=url, port_base=args.port_base,
+                      state_dir=".qstack/bench", log_level="warning", queues=("default",),
+                      log=lambda m: print(m, file=sys.stderr))
+        try:
+            stack.start()
+            result = asyncio.run(measure(stack, args))
+        finally:
+            stack.stop()
+    result["clients"] = ("uncontended: aiohttp keep-alive, then qshared.locks (httpx); "
+                         "contended: qshared.locks")
+    report(result, args.out, args.db)
 
 if __name__ == "__main__":
     main()

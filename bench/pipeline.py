@@ -16,33 +16,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
-import secrets
 import statistics
 import sys
 import time
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
-import asyncpg
 import httpx
+from benchlib import pct, private_schema, report, sql
 
 from qctl.stack import Stack
 from qshared.client import job_body
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(int(q * len(ordered)), len(ordered) - 1)]
-
-
-async def sql(url: str, query: str, *args):
-    conn = await asyncpg.connect(url)
-    try:
-        return await conn.fetch(query, *args)
-    finally:
-        await conn.close()
 
 
 async def wait_final(url: str, n: int, timeout: float) -> None:
@@ -102,12 +86,6 @@ async def measure(stack: Stack, url: str, jobs: int, rate: float, seconds: float
     }
 
 
-async def make_schema(server_url: str) -> str:
-    schema = "bench_" + secrets.token_hex(4)
-    await sql(server_url, f'CREATE SCHEMA "{schema}"')
-    return schema
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--db", default=os.environ.get("QSTACK_BENCH_DB"))
@@ -120,33 +98,19 @@ def main() -> None:
     p.add_argument("--out", default="bench/results/pipeline.json")
     args = p.parse_args()
 
-    schema = None
-    url = args.db
-    if url:
-        schema = asyncio.run(make_schema(url))
-        sep = "&" if "?" in url else "?"
-        url = f"{url}{sep}search_path={schema}"
-    stack = Stack(workers=args.workers, concurrency=args.concurrency, database_url=url,
-                  port_base=args.port_base, state_dir=".qstack/bench", log_level="warning",
-                  queues=("default",), log=lambda m: print(m, file=sys.stderr))
-    try:
-        stack.start()
-        result = asyncio.run(measure(stack, stack.database_url, args.jobs, args.rate, args.seconds))
-    finally:
-        stack.stop()
-        if schema:
-            asyncio.run(sql(args.db, f'DROP SCHEMA "{schema}" CASCADE'))
-    result.update({
-        "database": "postgresql (external)" if args.db else "postgresql (embedded pgserver)",
-        "workers": args.workers, "concurrency": args.concurrency, "cores": os.cpu_count(),
-        "at": datetime.now(UTC).isoformat(timespec="seconds"),
-    })
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    width = max(len(k) for k in result)
-    for key, value in result.items():
-        print(f"{key:<{width}}  {value}")
-
+    with private_schema(args.db) as url:
+        stack = Stack(workers=args.workers, concurrency=args.concurrency, database_url=url,
+                      port_base=args.port_base, state_dir=".qstack/bench", log_level="warning",
+                      queues=("default",), log=lambda m: print(m, file=sys.stderr))
+        try:
+            stack.start()
+            result = asyncio.run(
+                measure(stack, stack.database_url, args.jobs, args.rate, args.seconds)
+            )
+        finally:
+            stack.stop()
+    result.update({"workers": args.workers, "concurrency": args.concurrency})
+    report(result, args.out, args.db)
 
 if __name__ == "__main__":
     main()

@@ -6,8 +6,11 @@ import asyncio
 import contextlib
 import hmac
 import logging
+import os
 import signal
+import socket
 import sys
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -209,6 +212,35 @@ def storage_context(
             await app[key].close()
 
     return ctx
+
+
+def loop_context(
+    key: web.AppKey[Any], build: Callable[[web.Application], Any], grace: float = 10.0
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    """A cleanup_ctx entry for a background loop: `build(app)` makes an object with
+    `run(stop)`, kept in app[key]; at shutdown `stop` is set and the loop gets `grace`
+    seconds before it is cancelled.
+    """
+
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        app[key] = build(app)
+        stop = asyncio.Event()
+        task = asyncio.create_task(app[key].run(stop), name=f"loop:{key!r}")
+        yield
+        stop.set()
+        try:
+            await asyncio.wait_for(task, timeout=grace)
+        except TimeoutError:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    return ctx
+
+
+def owner_id(role: str) -> str:
+    """A replica's name in leases and locks: role, host, pid and a random part."""
+    return f"{role}:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
 def service_main(name: str, create_app: Callable[[Settings], web.Application]) -> None:

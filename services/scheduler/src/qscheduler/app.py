@@ -2,45 +2,32 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import os
-import socket
-import uuid
-from collections.abc import AsyncIterator
-
 from aiohttp import web
 
 from qscheduler import locks, views
 from qscheduler.dispatch import Dispatcher
 from qscheduler.views import DISPATCHER, SETTINGS, STORAGE
 from qshared.config import Settings
-from qshared.http import make_app, metrics_handler, openapi_handler, storage_context
+from qshared.http import (
+    loop_context,
+    make_app,
+    metrics_handler,
+    openapi_handler,
+    owner_id,
+    storage_context,
+)
 
 
 def create_app(settings: Settings) -> web.Application:
     """The scheduler's app: storage and the dispatcher loop live in cleanup_ctx."""
     app = make_app(settings.qstack_token)
     app[SETTINGS] = settings
-    owner = f"scheduler:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-
-    async def dispatcher_ctx(app: web.Application) -> AsyncIterator[None]:
-        dispatcher = Dispatcher(
-            app[STORAGE], owner=owner, leader_ttl=settings.qstack_leader_ttl,
-            heartbeat_ttl=settings.worker_registration_ttl, poll=settings.qstack_dispatch_poll,
-            batch=settings.qstack_dispatch_batch,
-        )
-        app[DISPATCHER] = dispatcher
-        stop = asyncio.Event()
-        task = asyncio.create_task(dispatcher.run(stop), name="dispatcher")
-        yield
-        stop.set()
-        try:
-            await asyncio.wait_for(task, timeout=10)
-        except TimeoutError:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+    owner = owner_id("scheduler")
+    dispatcher_ctx = loop_context(DISPATCHER, lambda app: Dispatcher(
+        app[STORAGE], owner=owner, leader_ttl=settings.qstack_leader_ttl,
+        heartbeat_ttl=settings.worker_registration_ttl, poll=settings.qstack_dispatch_poll,
+        batch=settings.qstack_dispatch_batch,
+    ))
 
     app.cleanup_ctx.extend([storage_context(STORAGE, settings), locks.waiters_ctx, dispatcher_ctx])
     app.add_routes([
