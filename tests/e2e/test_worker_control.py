@@ -88,3 +88,22 @@ def test_async_client_round_trip(stack):
     assert results == [0, 1, 2, 3, 4]
     assert cancelled["status"] == "cancelled"
     assert stats["emails"]["succeeded"] >= 1 and stats["default"]["cancelled"] >= 1
+
+
+def test_admin_metrics_gives_the_system_gauges(stack):
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    url = stack.scheduler_url + "/admin/metrics"
+    assert httpx.get(url, timeout=10).status_code == 401  # an admin route
+    with stack.client() as client:
+        client.enqueue("noop", delay_s=600, queue="reports")  # stays scheduled
+    resp = httpx.get(url, headers={"Authorization": f"Bearer {stack.token}"}, timeout=10)
+    assert resp.status_code == 200
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for f in text_string_to_metric_families(resp.text) for s in f.samples}
+    assert samples[("queue_length", (("queue_name", "reports"),))] == 0
+    assert samples[("qstack_queue_jobs", (("queue_name", "reports"), ("state", "scheduled")))] >= 1
+    assert ("qstack_oldest_pending_age_seconds", (("queue_name", "reports"),)) in samples
+    assert samples[("qstack_workers", (("status", "stopped"),))] >= 1  # worker-1 was stopped
+    assert samples[("qstack_workers", (("status", "active"),))] >= 1

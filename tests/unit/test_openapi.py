@@ -13,7 +13,7 @@ from qscheduler.app import create_app as scheduler_app
 from qshared.config import Settings
 from qshared.openapi import openapi_document
 
-UNDOCUMENTED = {"/metrics", "/openapi.json"}
+UNDOCUMENTED = {"/metrics", "/openapi.json", "/admin/metrics"}  # Prometheus text, not JSON
 
 
 def served(app: web.Application) -> set[tuple[str, str]]:

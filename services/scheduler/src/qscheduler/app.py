@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 from aiohttp import web
 
 from qscheduler import locks, views
 from qscheduler.dispatch import Dispatcher
-from qscheduler.views import DISPATCHER, SETTINGS, STORAGE
+from qscheduler.system_metrics import SystemMetrics
+from qscheduler.views import DISPATCHER, SETTINGS, STORAGE, SYSTEM_METRICS
 from qshared.config import Settings
 from qshared.http import (
     loop_context,
@@ -16,6 +19,10 @@ from qshared.http import (
     owner_id,
     storage_context,
 )
+
+# The specification scrapes /admin/metrics every 60 s and the services every 15-30 s: at most
+# one computation per 10 s per replica keeps the database out of the scrape's way.
+SYSTEM_METRICS_TTL = 10.0
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -29,7 +36,12 @@ def create_app(settings: Settings) -> web.Application:
         batch=settings.qstack_dispatch_batch,
     ))
 
-    app.cleanup_ctx.extend([storage_context(STORAGE, settings), locks.waiters_ctx, dispatcher_ctx])
+    async def system_metrics_ctx(app: web.Application) -> AsyncIterator[None]:
+        app[SYSTEM_METRICS] = SystemMetrics(app[STORAGE], ttl=SYSTEM_METRICS_TTL)
+        yield
+
+    app.cleanup_ctx.extend([storage_context(STORAGE, settings), locks.waiters_ctx,
+                            system_metrics_ctx, dispatcher_ctx])
     app.add_routes([
         web.post("/api/v1/jobs", views.enqueue),
         web.post("/api/v1/jobs/batch", views.enqueue_batch),
@@ -45,6 +57,7 @@ def create_app(settings: Settings) -> web.Application:
         web.post("/admin/queue/locks/clear-stale", locks.clear_stale),
         web.get(settings.health_check_endpoint, views.health),
         web.get("/metrics", metrics_handler),
+        web.get("/admin/metrics", views.admin_metrics),
         web.get("/openapi.json", openapi_handler("scheduler")),
     ])
     return app

@@ -1,6 +1,6 @@
 """The scheduler's Prometheus objects (the specification's names exactly; new ones qstack_)."""
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Counter, Histogram
 
 from qshared.metrics import LEADER  # noqa: F401  (declared once for every role)
 
@@ -19,7 +19,6 @@ DISPATCH_BATCH = Histogram(
     "qstack_dispatch_batch_size", "Jobs assigned per dispatch pass.",
     buckets=(1, 5, 10, 50, 100, 250, 500, 1000, 5000),
 )
-QUEUE_LENGTH = Gauge("queue_length", "Due pending jobs per queue.", ["queue_name"])
 LOCK_ACQUIRE_SECONDS = Histogram(
     "qstack_lock_acquire_seconds", "Time of one lock acquire request, waiting included.",
     ["outcome"],

@@ -6,9 +6,11 @@ import time
 
 import orjson
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from qscheduler import metrics
 from qscheduler.dispatch import Dispatcher
+from qscheduler.system_metrics import SystemMetrics
 from qshared.config import Settings
 from qshared.errors import Conflict, NotFound, PayloadTooLarge, ValidationFailed
 from qshared.http import int_param, json_response, read_model
@@ -31,6 +33,7 @@ from qshared.storage.base import JOB_STATES, NewJob
 SETTINGS = web.AppKey("settings", Settings)
 STORAGE = web.AppKey("storage", Storage)
 DISPATCHER = web.AppKey("dispatcher", Dispatcher)
+SYSTEM_METRICS = web.AppKey("system_metrics", SystemMetrics)
 
 
 def to_new_job(job: JobIn, settings: Settings, where: str = "payload") -> NewJob:
@@ -120,9 +123,15 @@ async def list_jobs(request: web.Request) -> web.Response:
 async def stats(request: web.Request) -> web.Response:
     rows = await request.app[STORAGE].queue_stats()
     out = StatsOut(queues=[QueueStatsOut(queue=r.pop("queue_name"), **r) for r in rows])
-    for qs in out.queues:
-        metrics.QUEUE_LENGTH.labels(queue_name=qs.queue).set(qs.pending)
     return json_response(out)
+
+
+async def admin_metrics(request: web.Request) -> web.Response:
+    """The specification's `/admin/metrics`: queue lengths, oldest pending age, workers."""
+    body = await request.app[SYSTEM_METRICS].render()
+    resp = web.Response(body=body)
+    resp.headers["Content-Type"] = CONTENT_TYPE_LATEST
+    return resp
 
 
 async def health(request: web.Request) -> web.Response:
