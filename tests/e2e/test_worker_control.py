@@ -107,3 +107,16 @@ def test_admin_metrics_gives_the_system_gauges(stack):
     assert ("qstack_oldest_pending_age_seconds", (("queue_name", "reports"),)) in samples
     assert samples[("qstack_workers", (("status", "stopped"),))] >= 1  # worker-1 was stopped
     assert samples[("qstack_workers", (("status", "active"),))] >= 1
+
+
+def test_system_health_names_leaders_and_workers(stack):
+    import httpx
+
+    body = httpx.get(stack.registry_url + "/health", timeout=10).json()
+    assert body["checks"]["database"] == "ok"
+    assert body["checks"]["dispatcher_leader"].startswith("scheduler:")
+    assert body["checks"]["failover_leader"].startswith("failover:")
+    assert body["checks"]["workers"]["active"] >= 1
+    assert body["status"] == "ok"
+    sched = httpx.get(stack.scheduler_url + "/health", timeout=10).json()
+    assert sched["checks"]["dispatcher_loop"] == "running"

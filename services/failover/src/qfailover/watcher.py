@@ -78,8 +78,11 @@ class Watcher:
         now = time.monotonic()
         try:
             resp = await self._registry.get(self.settings.health_check_endpoint)
-            ok = resp.status_code == 200
-        except httpx.HTTPError:
+            # The registry's /health is the system's (a missing leader makes it 503); the
+            # question here is only whether the registry takes heartbeats: it answers and
+            # reaches the database.
+            ok = resp.json().get("checks", {}).get("database") == "ok"
+        except (httpx.HTTPError, ValueError, AttributeError):
             ok = False
         gap = now - self._registry_checked_at if self._registry_checked_at is not None else None
         self._registry_checked_at = now

@@ -123,12 +123,19 @@ async def worker_stats(request: web.Request) -> web.Response:
 
 
 async def health(request: web.Request) -> web.Response:
+    """The system's health (what the gateway's `/health` answers): the database, the
+    scheduler's and the failover watcher's leaders, and the active workers.
+
+    503 when the database is unreachable or no dispatcher leader holds its lease (nothing
+    would be dispatched); 200 "degraded" without a failover leader or without active workers.
+    """
     storage = request.app[STORAGE]
     checks: dict[str, object] = {}
     try:
         await storage.ping()
         checks["database"] = "ok"
         workers = await storage.list_workers(None)
+        leases = {r["lock_key"]: r for r in await storage.list_locks() if r["live"]}
     except Exception as exc:  # /health reports, it does not raise
         checks["database"] = f"failing: {exc}"
         return json_response({"status": "failing", "service": "registry", "checks": checks}, 503)
@@ -138,5 +145,13 @@ async def health(request: web.Request) -> web.Response:
     for status in ("active", "draining", "stopped", "failed"):
         metrics.WORKERS.labels(status=status).set(by_status.get(status, 0))
     checks["workers"] = by_status
+    for role in ("dispatcher", "failover"):
+        lease = leases.get(f"qstack:leader:{role}")
+        checks[f"{role}_leader"] = lease["owner"] if lease else None
     observe_pool(storage.pool_stats())
-    return json_response({"status": "ok", "service": "registry", "checks": checks})
+    status, code = "ok", 200
+    if checks["failover_leader"] is None or not by_status.get("active"):
+        status = "degraded"
+    if checks["dispatcher_leader"] is None:
+        status, code = "failing", 503
+    return json_response({"status": status, "service": "registry", "checks": checks}, code)

@@ -34,6 +34,7 @@ class Dispatcher:
         self.recent = RecentAssignments()
         self.wake = asyncio.Event()
         self.passes = 0
+        self.running = False
         self.last_pass_at: float | None = None
 
     async def dispatch_once(self) -> int:
@@ -72,6 +73,13 @@ class Dispatcher:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Chase the lease and dispatch until `stop`."""
+        self.running = True
+        try:
+            await self._run(stop)
+        finally:
+            self.running = False
+
+    async def _run(self, stop: asyncio.Event) -> None:
         lease_stop = asyncio.Event()
         lease_task = asyncio.create_task(self.lease.run(lease_stop), name="dispatcher-lease")
         sub = None

@@ -146,6 +146,8 @@ async def health(request: web.Request) -> web.Response:
         checks["database"] = f"failing: {exc}"
         ok = False
     checks["dispatcher_leader"] = dispatcher.lease.is_leader
+    checks["dispatcher_loop"] = "running" if dispatcher.running else "stopped"
+    ok = ok and dispatcher.running
     if dispatcher.last_pass_at is not None:
         checks["last_dispatch_pass_age_s"] = round(time.monotonic() - dispatcher.last_pass_at, 3)
     observe_pool(storage.pool_stats())
