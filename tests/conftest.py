@@ -17,7 +17,7 @@ from backends import (
     pg_schema,
     storage_backends,
 )
-from stack_fixtures import db, e2e_db_url, start_stack  # noqa: F401  (e2e and chaos fixtures)
+from stack_fixtures import db, e2e_db_url, http, start_stack  # noqa: F401  (e2e and chaos fixtures)
 
 from qshared.storage import open_storage
 from qshared.storage.base import NewJob, Outcome, PendingJob, Storage

@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from backends import pg_schema
 from e2e_helpers import Db, free_port_base
@@ -88,3 +89,13 @@ def start_stack(
 @pytest.fixture(scope="module")
 def db(e2e_db_url: str) -> Db:
     return Db(e2e_db_url)
+
+
+@pytest.fixture
+def http(stack: Stack) -> Iterator[httpx.Client]:
+    """An httpx client of the module's `stack` fixture's scheduler, with its token."""
+    with httpx.Client(
+        base_url=stack.scheduler_url, headers={"Authorization": f"Bearer {stack.token}"},
+        timeout=30,
+    ) as c:
+        yield c

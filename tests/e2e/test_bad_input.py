@@ -13,15 +13,6 @@ def stack(start_stack):
     return start_stack(workers=1)
 
 
-@pytest.fixture
-def http(stack):
-    with httpx.Client(
-        base_url=stack.scheduler_url, headers={"Authorization": f"Bearer {stack.token}"},
-        timeout=30,
-    ) as c:
-        yield c
-
-
 def job_count(db) -> int:
     return db.value("SELECT count(*) FROM jobs")
 

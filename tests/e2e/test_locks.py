@@ -23,15 +23,6 @@ def stack(start_stack):
     return start_stack(workers=0)
 
 
-@pytest.fixture
-def http(stack):
-    with httpx.Client(
-        base_url=stack.scheduler_url, headers={"Authorization": f"Bearer {stack.token}"},
-        timeout=30,
-    ) as c:
-        yield c
-
-
 def new_key(prefix: str = "t") -> str:
     return f"{prefix}:{uuid.uuid4().hex[:10]}"
 
