@@ -91,3 +91,34 @@ async def test_unreachable_database_raises_storage_error(backend: str) -> None:
     with pytest.raises(StorageError):
         storage = await open_storage(url)
         await storage.close()
+
+
+async def test_a_snapshot_is_computed_once_per_interval_across_replicas(
+    storage: Storage, db_url: str
+) -> None:
+    """Two "replicas" (two pools on one database) asking at once: one computes, both get it."""
+    other = await open_storage(db_url, pool_size=3)
+    calls: list[str] = []
+
+    def computer(who: str):
+        async def compute() -> bytes:
+            calls.append(who)
+            await asyncio.sleep(0.2)  # long enough for the other to arrive and wait
+            return f"by {who} #{len(calls)}".encode()
+        return compute
+
+    try:
+        first = await asyncio.gather(
+            storage.cached_snapshot("m", 30, computer("a")),
+            other.cached_snapshot("m", 30, computer("b")),
+        )
+        assert len(calls) == 1 and first[0] == first[1] == f"by {calls[0]} #1".encode()
+        # fresh: served as stored, whoever asks
+        assert await other.cached_snapshot("m", 30, computer("b")) == first[0]
+        assert len(calls) == 1
+        # older than max_age: computed again; another name is its own snapshot
+        await asyncio.sleep(0.3)
+        assert await other.cached_snapshot("m", 0.25, computer("b")) == b"by b #2"
+        assert await storage.cached_snapshot("n", 30, computer("a")) == b"by a #3"
+    finally:
+        await other.close()

@@ -21,7 +21,7 @@ from qshared.http import (
 )
 
 # The specification scrapes /admin/metrics every 60 s and the services every 15-30 s: at most
-# one computation per 10 s per replica keeps the database out of the scrape's way.
+# one computation per 10 s, shared by all replicas, keeps the database out of the scrape's way.
 SYSTEM_METRICS_TTL = 10.0
 
 

@@ -1,10 +1,10 @@
 """`/admin/metrics`: the system-level gauges, computed from the database at most once per
-interval per replica, whatever the number of scrapers."""
+interval however many scheduler replicas and scrapers there are (the rendering is shared
+through the database: `Storage.cached_snapshot`)."""
 
 from __future__ import annotations
 
 import asyncio
-import time
 
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
@@ -14,7 +14,8 @@ WORKER_STATES = ("active", "draining", "stopped", "failed")
 
 
 class SystemMetrics:
-    """A registry of its own (not the process's), refreshed when older than `ttl` seconds."""
+    """A registry of its own (not the process's), recomputed when the shared rendering is older
+    than `ttl` seconds."""
 
     def __init__(self, storage: Storage, ttl: float) -> None:
         self.storage = storage
@@ -29,18 +30,18 @@ class SystemMetrics:
                             registry=self.registry)
         self.workers = Gauge("qstack_workers", "Registered workers by status.", ["status"],
                              registry=self.registry)
-        self._body = b""
-        self._at = 0.0
-        self._lock = asyncio.Lock()
+        self.computed = 0  # how many times this replica computed it (tests, debugging)
+        self._lock = asyncio.Lock()  # one database transaction per replica at a time
 
     async def render(self) -> bytes:
-        """The text format, recomputed only when the last one is older than the TTL."""
+        """The text format: the shared one while it is fresh, else computed here and shared."""
         async with self._lock:
-            if not self._body or time.monotonic() - self._at >= self.ttl:
-                await self._refresh()
-                self._body = generate_latest(self.registry)
-                self._at = time.monotonic()
-            return self._body
+            return await self.storage.cached_snapshot("admin_metrics", self.ttl, self._compute)
+
+    async def _compute(self) -> bytes:
+        await self._refresh()
+        self.computed += 1
+        return generate_latest(self.registry)
 
     async def _refresh(self) -> None:
         stats = await self.storage.queue_stats()

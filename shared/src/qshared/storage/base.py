@@ -177,6 +177,14 @@ class Storage(abc.ABC):
     async def queue_stats(self) -> list[dict[str, Any]]:
         """Returns: per queue the counts by state and the oldest pending age in seconds."""
 
+    @abc.abstractmethod
+    async def cached_snapshot(
+        self, name: str, max_age: float, compute: Callable[[], Awaitable[bytes]]
+    ) -> bytes:
+        """Returns: the snapshot `name` if computed less than `max_age` seconds ago, else the
+        result of `compute()`, stored for the others. Callers sharing the database wait for
+        one that is computing, so it is computed at most once per `max_age`."""
+
     # -- dispatch ----------------------------------------------------------------------
     @abc.abstractmethod
     async def worker_slots(self, heartbeat_ttl: float) -> list[WorkerSlots]:

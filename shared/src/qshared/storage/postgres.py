@@ -8,7 +8,7 @@ import dataclasses
 import functools
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from importlib import resources
 from typing import Any
@@ -219,6 +219,19 @@ class PostgresStorage(Storage):
     @_translated
     async def queue_stats(self) -> list[dict[str, Any]]:
         return [dict(r) for r in await self._pool.fetch(self._q["queue_stats"])]
+
+    @_translated
+    async def cached_snapshot(
+        self, name: str, max_age: float, compute: Callable[[], Awaitable[bytes]]
+    ) -> bytes:
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute(self._q["snapshot_ensure"], name)
+            row = await conn.fetchrow(self._q["snapshot_lock"], name, max_age)
+            if row["fresh"]:
+                return bytes(row["body"])
+            body = await compute()
+            await conn.execute(self._q["snapshot_put"], name, body)
+            return body
 
     # -- dispatch ----------------------------------------------------------------------
     @_translated

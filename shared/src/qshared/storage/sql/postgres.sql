@@ -418,3 +418,15 @@ SELECT DISTINCT j.worker_id FROM jobs j
 LEFT JOIN queue_workers w ON w.id = j.worker_id
 WHERE j.status IN ('assigned', 'running') AND j.worker_id IS NOT NULL
   AND (w.id IS NULL OR w.status IN ('stopped', 'failed'))
+
+-- name: snapshot_ensure --
+INSERT INTO system_snapshots (name, body, computed_at) VALUES ($1, '', '-infinity')
+ON CONFLICT (name) DO NOTHING
+
+-- name: snapshot_lock --
+-- Waits for a replica that is computing the same snapshot, then tells whether it is fresh.
+SELECT body, computed_at > clock_timestamp() - make_interval(secs => $2) AS fresh
+FROM system_snapshots WHERE name = $1 FOR UPDATE
+
+-- name: snapshot_put --
+UPDATE system_snapshots SET body = $2, computed_at = clock_timestamp() WHERE name = $1
