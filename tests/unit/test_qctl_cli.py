@@ -19,6 +19,7 @@ from qctl.contexts import Context, ContextStore, resolve
 from qctl.embedded import EmbeddedPostgres, process_alive, running_dsn
 from qctl.errors import exit_code_for
 from qshared.errors import (
+    Forbidden,
     NotFound,
     QstackError,
     ServiceUnavailable,
@@ -266,6 +267,7 @@ def test_help_documents_the_exit_codes(run) -> None:
     ("exc", "code"),
     [
         (Unauthorized("no token"), 4),
+        (Forbidden("GET /admin/queue/stats: 403 not from an allowed network"), 4),
         (NotFound("job 9"), 5),
         (ValidationFailed("bad task"), 2),
         (ServiceUnavailable("POST /api/v1/jobs: 503 storage down"), 3),
@@ -275,6 +277,19 @@ def test_help_documents_the_exit_codes(run) -> None:
 )
 def test_exit_code_for_each_error_kind(exc: QstackError, code: int) -> None:
     assert exit_code_for(exc) == code
+
+
+def test_a_403_is_forbidden_not_a_token_problem() -> None:
+    import httpx
+
+    from qctl.errors import describe
+    from qshared.client import raise_for_response
+
+    resp = httpx.Response(403, json={"error": {"code": "forbidden", "message": "denied"}},
+                          request=httpx.Request("GET", "http://gw/admin/queue/stats"))
+    with pytest.raises(Forbidden) as info:
+        raise_for_response(resp)
+    assert info.value.code == "forbidden" and "QSTACK_GATEWAY_ADMIN_ALLOW" in describe(info.value)
 
 
 def test_cli_error_is_a_click_exception() -> None:

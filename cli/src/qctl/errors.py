@@ -7,6 +7,7 @@ import httpx
 
 from qshared.errors import (
     ConfigError,
+    Forbidden,
     NotFound,
     PayloadTooLarge,
     QstackError,
@@ -29,7 +30,7 @@ EXIT_CODES_HELP = (
     "  1  the operation failed, or something is unhealthy\n"
     "  2  usage error (bad option, bad configuration, request rejected as invalid)\n"
     "  3  a service or the database could not be reached\n"
-    "  4  authentication failed (missing or wrong token)\n"
+    "  4  authentication failed (missing or wrong token) or refused (403)\n"
     "  5  not found (job, worker, context)"
 )
 
@@ -61,7 +62,7 @@ def _unreachable(exc: QstackError) -> bool:
 
 def exit_code_for(exc: QstackError) -> int:
     """The documented exit code of a qstack error."""
-    if isinstance(exc, Unauthorized):
+    if isinstance(exc, Unauthorized | Forbidden):
         return AUTH
     if isinstance(exc, NotFound):
         return NOT_FOUND
@@ -84,6 +85,9 @@ def describe(exc: QstackError) -> str:
         )
     if isinstance(exc, Unauthorized):
         return f"{message} (pass --token, set QSTACK_TOKEN or use a context with a token)"
+    if isinstance(exc, Forbidden):
+        return (f"{message} (the gateway serves /admin/ only to the networks of "
+                "QSTACK_GATEWAY_ADMIN_ALLOW; run qctl from inside them or against the services)")
     return message
 
 

@@ -15,6 +15,7 @@ import httpx
 
 from qshared.errors import (
     Conflict,
+    Forbidden,
     NotFound,
     PayloadTooLarge,
     QstackError,
@@ -26,7 +27,7 @@ from qshared.errors import (
 FINAL_STATES = frozenset({"succeeded", "dead", "cancelled"})
 
 _BY_STATUS: dict[int, type[QstackError]] = {
-    400: ValidationFailed, 401: Unauthorized, 403: Unauthorized, 404: NotFound,
+    400: ValidationFailed, 401: Unauthorized, 403: Forbidden, 404: NotFound,
     409: Conflict, 413: PayloadTooLarge, 422: ValidationFailed,
 }
 

@@ -43,6 +43,13 @@ class Unauthorized(QstackError):
     code = "unauthorized"
 
 
+class Forbidden(QstackError):
+    """The request is refused whatever the token (the gateway's admin allow-list)."""
+
+    status = 403
+    code = "forbidden"
+
+
 class NotFound(QstackError):
     """The named object does not exist."""
 
