@@ -29,7 +29,8 @@ ENV_EXAMPLE = ROOT / ".env.example"
 
 SETTINGS = {name.upper() for name in Settings.model_fields}
 # The database images read their own variables; only these, and only in these services.
-IMAGE_VARIABLES = {"postgres": ("POSTGRES_",), "mysql": ("MYSQL_",), "redis": ()}
+IMAGE_VARIABLES = {"postgres": ("POSTGRES_",), "mysql": ("MYSQL_",), "redis": (),
+                   "grafana": ("GF_",), "nginx": (), "prometheus": ()}
 SERVICES = {"registry", "scheduler", "worker", "failover", "qctl"}  # Dockerfile's SERVICE
 # The specification's worker healthcheck (section 3).
 SPEC_HEALTHCHECK = {"test": ["CMD", "qworker", "health"], "interval": "30s", "timeout": "10s",
@@ -220,3 +221,45 @@ def test_optional_backends_are_profiles(compose: dict[str, Any]):
     assert services["mysql"]["image"] == "mysql:8.4" and services["mysql"]["profiles"] == ["mysql"]
     assert services["redis"]["image"] == "redis:7" and services["redis"]["profiles"] == ["redis"]
     assert "version" not in compose
+
+
+def _bind_mounts(service: dict[str, Any]) -> list[tuple[str, str]]:
+    """(host path, container path) of the service's bind mounts (named volumes left out)."""
+    mounts = []
+    for volume in service.get("volumes", []):
+        host, container = volume.split(":")[:2]
+        if host.startswith((".", "/")):
+            mounts.append((host, container))
+    return mounts
+
+
+def test_monitoring_and_gateway_services_use_the_shipped_files(compose: dict[str, Any]):
+    services = compose["services"]
+    for name, service in services.items():
+        for host, _ in _bind_mounts(service):
+            assert (ROOT / host).exists(), f"{name} mounts {host}, which does not exist"
+        for env_file in service.get("env_file", []):
+            assert (ROOT / env_file).is_file(), f"{name}: env_file {env_file} is missing"
+    nginx = dict((c, h) for h, c in _bind_mounts(services["nginx"]))
+    assert nginx["/etc/nginx/templates"] == "./infra/nginx/templates"
+    assert (ROOT / "infra/nginx/templates/default.conf.template").is_file()
+    gateway_env = _read_env_file(ROOT / "infra/nginx/gateway.env")
+    template = (ROOT / "infra/nginx/templates/default.conf.template").read_text()
+    assert set(re.findall(r"\$\{(QSTACK_\w+)\}", template)) == set(gateway_env)
+    # Only the gateway publishes a port on every address; Prometheus and Grafana on loopback.
+    for name, service in services.items():
+        for port in service.get("ports", []):
+            if name != "nginx":
+                assert str(port).startswith("127.0.0.1:"), f"{name} publishes {port}"
+    prom = dict((c, h) for h, c in _bind_mounts(services["prometheus"]))
+    assert prom["/etc/prometheus/prometheus.yml"] == "./infra/prometheus/prometheus.yml"
+    assert prom["/etc/prometheus/alerts.yml"] == "./infra/prometheus/alerts.yml"
+    # The token file prometheus.yml reads is written from QSTACK_TOKEN before Prometheus starts.
+    assert "/etc/prometheus/token" in " ".join(services["prometheus"]["command"])
+    assert "credentials_file: /etc/prometheus/token" in \
+        (ROOT / "infra/prometheus/prometheus.yml").read_text()
+    grafana = dict((c, h) for h, c in _bind_mounts(services["grafana"]))
+    assert grafana["/etc/grafana/provisioning"] == "./infra/grafana/provisioning"
+    assert grafana["/var/lib/grafana/dashboards"] == "./infra/grafana/dashboards"
+    home = _environment(services["grafana"])["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    assert (ROOT / "infra/grafana/dashboards" / Path(home).name).is_file()

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ValidationError
 
 from qshared.config import Settings, load_settings
 from qshared.errors import ConfigError, PayloadTooLarge, QstackError, Unauthorized, ValidationFailed
+from qshared.metrics import track_pool
 from qshared.storage import Storage, open_storage
 
 log = logging.getLogger(__name__)
@@ -206,6 +207,7 @@ def storage_context(
             settings.dsn, pool_size=pool_size or settings.db_pool_size,
             max_idle=settings.db_max_idle_time,
         )
+        track_pool(app[key])
         try:
             yield
         finally:

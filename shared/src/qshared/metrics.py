@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from prometheus_client import Gauge
 
 DB_POOL_ACTIVE = Gauge("db_connection_pool_active", "Database connections in use.")
@@ -9,7 +11,11 @@ DB_POOL_MAX = Gauge("db_connection_pool_max", "Database connection pool size.")
 LEADER = Gauge("qstack_leader", "1 while this replica holds the role's leader lease.", ["role"])
 
 
-def observe_pool(stats: tuple[int, int]) -> None:
-    """Set the pool gauges from Storage.pool_stats()."""
-    DB_POOL_ACTIVE.set(stats[0])
-    DB_POOL_MAX.set(stats[1])
+class _Pooled(Protocol):
+    def pool_stats(self) -> tuple[int, int]: ...
+
+
+def track_pool(storage: _Pooled) -> None:
+    """Read the pool gauges from `storage` at every scrape (the process's one pool)."""
+    DB_POOL_ACTIVE.set_function(lambda: storage.pool_stats()[0])
+    DB_POOL_MAX.set_function(lambda: storage.pool_stats()[1])

@@ -3,6 +3,10 @@
 from prometheus_client import Counter, Histogram
 
 FAILOVERS = Counter("qstack_failovers", "Workers declared dead, by event type.", ["event_type"])
+# Every event type's series exists from the start at 0, so that increase() sees the first one.
+EVENT_TYPES = ("worker_crashed", "worker_unresponsive", "orphans_recovered")
+for _event_type in EVENT_TYPES:
+    FAILOVERS.labels(event_type=_event_type)
 RESCUED = Counter("qstack_jobs_rescued", "Jobs returned to pending from dead workers.")
 QUARANTINED = Counter("qstack_jobs_quarantined", "Jobs made dead for taking workers down.")
 TIMED_OUT = Counter("qstack_jobs_timed_out", "Running jobs recovered past timeout + grace.")

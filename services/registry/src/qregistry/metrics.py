@@ -1,6 +1,6 @@
 """The registry's Prometheus objects (the specification's names, exactly)."""
 
-from prometheus_client import Counter, Gauge
+from prometheus_client import Counter
 
 HEALTH_CHECKS = Counter(
     "worker_health_checks", "Worker health checks recorded, by status.", ["status"]
@@ -8,4 +8,3 @@ HEALTH_CHECKS = Counter(
 HEALTH_CHECKS_FAILED = Counter(
     "worker_health_checks_failed", "Worker health checks graded unhealthy."
 )
-WORKERS = Gauge("qstack_workers", "Registered workers by status.", ["status"])

@@ -9,7 +9,6 @@ from qregistry.grading import grade
 from qshared.config import Settings
 from qshared.errors import Conflict, NotFound, ValidationFailed
 from qshared.http import json_response, read_model
-from qshared.metrics import observe_pool
 from qshared.schemas import (
     HeartbeatIn,
     HeartbeatOut,
@@ -142,13 +141,10 @@ async def health(request: web.Request) -> web.Response:
     by_status: dict[str, int] = {}
     for w in workers:
         by_status[w["status"]] = by_status.get(w["status"], 0) + 1
-    for status in ("active", "draining", "stopped", "failed"):
-        metrics.WORKERS.labels(status=status).set(by_status.get(status, 0))
     checks["workers"] = by_status
     for role in ("dispatcher", "failover"):
         lease = leases.get(f"qstack:leader:{role}")
         checks[f"{role}_leader"] = lease["owner"] if lease else None
-    observe_pool(storage.pool_stats())
     status, code = "ok", 200
     if checks["failover_leader"] is None or not by_status.get("active"):
         status = "degraded"

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import Counter
 
 from qscheduler import metrics
 from qscheduler.selection import RecentAssignments, choose
@@ -48,8 +49,12 @@ class Dispatcher:
                 limits[q] = min(limits.get(q, 0) + w.free, self.batch)
         recent = self.recent.counts()
 
+        queue_of: dict[int, str] = {}
+
         def chooser(jobs):
             t0 = time.perf_counter()
+            jobs = list(jobs)
+            queue_of.update((j.id, j.queue_name) for j in jobs)
             try:
                 return choose(jobs, workers, recent)[: self.batch]
             finally:
@@ -61,6 +66,8 @@ class Dispatcher:
             metrics.DISPATCH_SECONDS.observe(time.perf_counter() - t0)
             metrics.DISPATCH_BATCH.observe(len(pairs))
             self.recent.add(pairs)
+            for queue, n in Counter(queue_of[job_id] for job_id, _ in pairs).items():
+                metrics.JOBS_ASSIGNED.labels(queue_name=queue).inc(n)
         return len(pairs)
 
     async def _sleep_time(self) -> float:

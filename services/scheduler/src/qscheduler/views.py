@@ -14,7 +14,6 @@ from qscheduler.system_metrics import SystemMetrics
 from qshared.config import Settings
 from qshared.errors import Conflict, NotFound, PayloadTooLarge, ValidationFailed
 from qshared.http import int_param, json_response, read_model
-from qshared.metrics import observe_pool
 from qshared.schemas import (
     AssignmentOut,
     BatchOut,
@@ -150,6 +149,5 @@ async def health(request: web.Request) -> web.Response:
     ok = ok and dispatcher.running
     if dispatcher.last_pass_at is not None:
         checks["last_dispatch_pass_age_s"] = round(time.monotonic() - dispatcher.last_pass_at, 3)
-    observe_pool(storage.pool_stats())
     body = {"status": "ok" if ok else "failing", "service": "scheduler", "checks": checks}
     return json_response(body, 200 if ok else 503)

@@ -13,6 +13,7 @@ from aiohttp import web
 import qworker.builtin  # noqa: F401  (registers the built-in tasks)
 from qshared.config import Settings
 from qshared.http import json_response, make_app, metrics_handler
+from qshared.metrics import track_pool
 from qshared.storage import open_storage
 from qworker.runner import Worker
 
@@ -70,6 +71,7 @@ def create_app(settings: Settings, options: Options, stop: asyncio.Event) -> web
             settings.dsn, pool_size=min(settings.db_pool_size, 4 + options.concurrency),
             max_idle=settings.db_max_idle_time, durable=False,
         )
+        track_pool(storage)
         worker = Worker(
             settings, storage, queues=options.queues, concurrency=options.concurrency,
             prefetch=options.prefetch, request_exit=stop.set,

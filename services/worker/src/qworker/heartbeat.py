@@ -51,13 +51,16 @@ class Heartbeat(threading.Thread):
         self.last_ok: float | None = None
         self._proc = psutil.Process()
         self._proc.cpu_percent(None)  # the first call only starts the measurement
+        self.last: dict[str, Any] | None = None  # what the latest measure() found
 
     def measure(self) -> dict[str, Any]:
-        """CPU (percent of one core), resident memory and the worker's own figures."""
+        """CPU (percent of one core, since the previous call), resident memory and the
+        worker's own figures. Call it once per interval: each call restarts the CPU window."""
         with self._proc.oneshot():
             cpu = self._proc.cpu_percent(None)
             rss = self._proc.memory_info().rss
-        return {"cpu_percent": cpu, "memory_bytes": rss, **self.figures()}
+        self.last = {"cpu_percent": cpu, "memory_bytes": rss, **self.figures()}
+        return self.last
 
     def beat(self) -> None:
         health = self.measure()

@@ -20,3 +20,15 @@ IN_FLIGHT = Gauge("qstack_worker_in_flight", "Jobs this worker holds (running or
 CPU = Gauge("worker_cpu_usage_percent", "CPU use of this worker process, percent of one core.")
 MEMORY = Gauge("qstack_worker_memory_bytes", "Resident memory of this worker process.")
 LOOP_LAG = Gauge("qstack_worker_loop_lag_seconds", "Event-loop lag measured by the worker.")
+
+
+def declare_queues(queues: list[str]) -> None:
+    """Create the per-queue series at 0 for the queues this worker serves, so that rate() and
+    increase() count the first job (a labelled series appears only when first used)."""
+    for queue in queues:
+        for status in ("succeeded", "failed", "dead"):
+            JOBS_PROCESSED.labels(queue_name=queue, status=status)
+        JOB_DURATION.labels(queue_name=queue)
+        ENQUEUE_TO_START.labels(queue_name=queue)
+        RETRIES.labels(queue_name=queue)
+        DEAD.labels(queue_name=queue)

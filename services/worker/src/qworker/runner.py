@@ -17,7 +17,6 @@ import httpx
 
 from qshared.config import Settings
 from qshared.errors import StorageError
-from qshared.metrics import observe_pool
 from qshared.storage import Storage, worker_channel
 from qshared.storage.base import Assignment, Outcome
 from qworker import metrics
@@ -46,6 +45,7 @@ class Worker:
         self.settings = settings
         self.storage = storage
         self.queues = queues
+        metrics.declare_queues(queues)
         self.concurrency = concurrency
         self.prefetch = prefetch
         self.request_exit = request_exit  # called (on the loop) when the worker must exit
@@ -221,7 +221,6 @@ class Worker:
             lag = max(time.monotonic() - t0 - period, 0.0)
             self.watch.tick(lag)
             metrics.LOOP_LAG.set(lag)
-            observe_pool(self.storage.pool_stats())
 
     def _figures(self) -> dict[str, Any]:
         """Called from the heartbeat thread: plain reads only."""
@@ -235,8 +234,8 @@ class Worker:
 
     def _on_heartbeat_reply(self, status: int, body: dict[str, Any]) -> None:
         """Called from the heartbeat thread; acts on the loop."""
-        if self._heartbeat is not None:
-            figures = self._heartbeat.measure()
+        figures = self._heartbeat.last if self._heartbeat is not None else None
+        if figures is not None:  # the figures this heartbeat carried, over a whole interval
             metrics.CPU.set(figures["cpu_percent"])
             metrics.MEMORY.set(figures["memory_bytes"])
         assert self._loop is not None
