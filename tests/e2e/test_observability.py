@@ -12,11 +12,8 @@ reason, except under CI (`CI` set), where it fails.
 from __future__ import annotations
 
 import math
-import os
 import re
-import shutil
 import signal
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -28,6 +25,7 @@ import httpx
 import pytest
 import yaml
 from dashboards import expand, load, queries, variables
+from tooling import free_port, require_tool
 
 from qctl.prometheus import LocalPrometheus, PrometheusError, stack_targets
 from qctl.stack import Stack
@@ -47,23 +45,6 @@ CHECK_TIMEOUT = 60.0
 
 # -------------------------------------------------------------------------------- Prometheus
 
-def _prometheus_binary() -> str:
-    path = shutil.which("prometheus")
-    if path is None:
-        reason = ("prometheus not found: install Debian's `prometheus` package "
-                  "(apt-get install -y prometheus)")
-        if os.environ.get("CI"):
-            pytest.fail(reason + " -- required under CI")
-        pytest.skip(reason)
-    return path
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def run_prometheus(tmp_path: Path) -> Iterator[Callable[[Stack], LocalPrometheus]]:
     """run_prometheus(stack) -> a started Prometheus with the shipped scrape jobs and alert
@@ -72,7 +53,7 @@ def run_prometheus(tmp_path: Path) -> Iterator[Callable[[Stack], LocalPrometheus
 
     def run(stack: Stack) -> LocalPrometheus:
         prom = LocalPrometheus(stack_targets(stack), stack.token, tmp_path / "prometheus",
-                               _free_port(), interval="1s")
+                               free_port(), interval="1s")
         started.append(prom)
         prom.start()
         return prom
@@ -241,7 +222,7 @@ def wait_until(check: Callable[[], tuple[bool, Any]], timeout: float, what: str)
 # ------------------------------------------------------------------------------------ test
 
 def test_every_panel_query_and_alert_has_data(start_stack, run_prometheus):
-    _prometheus_binary()  # skip (or fail under CI) before starting anything
+    require_tool("prometheus")  # skip (or fail under CI) before starting anything
     t0 = time.monotonic()
     checks = checks_to_run()
     stack = start_stack(workers=3, concurrency=4, env={"WORKER_HEALTH_CHECK_INTERVAL": "1"})

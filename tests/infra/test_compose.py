@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tooling import read_env_file, skip_or_fail
 
 from qshared.config import Settings, load_settings
 
@@ -38,12 +39,6 @@ SPEC_HEALTHCHECK = {"test": ["CMD", "qworker", "health"], "interval": "30s", "ti
 _INTERPOLATION = re.compile(r"\$\{(\w+)(?::?-([^}]*))?\}")
 
 
-def _skip_or_fail(reason: str) -> None:
-    if os.environ.get("CI"):
-        pytest.fail(reason + " -- required under CI")
-    pytest.skip(reason)
-
-
 # ------------------------------------------------------------------------- Compose itself
 
 def _compose() -> list[str]:
@@ -53,7 +48,7 @@ def _compose() -> list[str]:
     if docker and subprocess.run([docker, "compose", "version"], capture_output=True,
                                  timeout=30).returncode == 0:
         return [docker, "compose"]
-    _skip_or_fail("docker-compose not found: install Debian's `docker-compose` package "
+    skip_or_fail("docker-compose not found: install Debian's `docker-compose` package "
                   "(apt-get install -y docker-compose)")
     raise AssertionError("unreachable")
 
@@ -95,7 +90,7 @@ def compose() -> dict[str, Any]:
     try:
         import yaml
     except ImportError:
-        _skip_or_fail("PyYAML not installed: add `pyyaml` to the root dev dependency group")
+        skip_or_fail("PyYAML not installed: add `pyyaml` to the root dev dependency group")
     return yaml.safe_load(COMPOSE.read_text())  # resolves the `<<:` merge keys
 
 
@@ -119,17 +114,6 @@ def _environment(service: dict[str, Any]) -> dict[str, str]:
 def _with_defaults(value: str) -> str:
     """The value Compose gives without an .env: `${X:-default}` becomes `default`."""
     return _INTERPOLATION.sub(lambda m: m.group(2) or "", value).replace("$$", "$")
-
-
-def _read_env_file(path: Path) -> dict[str, str]:
-    pairs = {}
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if line and not line.startswith("#"):
-            key, sep, value = line.partition("=")
-            assert sep, f"{path.name}: not KEY=value: {line!r}"
-            pairs[key.strip()] = value.strip()
-    return pairs
 
 
 def test_commands_are_workspace_console_scripts(compose: dict[str, Any]):
@@ -204,7 +188,7 @@ def test_worker_is_the_specifications_scalable_service(compose: dict[str, Any]):
 
 
 def test_env_example_is_known_settings():
-    pairs = _read_env_file(ENV_EXAMPLE)
+    pairs = read_env_file(ENV_EXAMPLE)
     unknown = set(pairs) - SETTINGS
     assert not unknown, f".env.example: not qstack settings: {sorted(unknown)}"
     spec = {"DB_HOST", "DB_PORT", "DB_NAME", "DB_USER", "DB_PASS", "QUEUE_DRIVER",
@@ -243,7 +227,7 @@ def test_monitoring_and_gateway_services_use_the_shipped_files(compose: dict[str
     nginx = dict((c, h) for h, c in _bind_mounts(services["nginx"]))
     assert nginx["/etc/nginx/templates"] == "./infra/nginx/templates"
     assert (ROOT / "infra/nginx/templates/default.conf.template").is_file()
-    gateway_env = _read_env_file(ROOT / "infra/nginx/gateway.env")
+    gateway_env = read_env_file(ROOT / "infra/nginx/gateway.env")
     template = (ROOT / "infra/nginx/templates/default.conf.template").read_text()
     assert set(re.findall(r"\$\{(QSTACK_\w+)\}", template)) == set(gateway_env)
     # Only the gateway publishes a port on every address; Prometheus and Grafana on loopback.

@@ -30,6 +30,7 @@ from urllib.parse import quote
 import httpx
 import pytest
 from e2e_helpers import wait_until
+from tooling import free_port, read_env_file, require_tool
 
 from qshared.openapi import OPERATIONS
 
@@ -63,17 +64,6 @@ RUN_FLAGS = "daemon off; master_process off;"
 
 # ------------------------------------------------------------------------------ rendering
 
-def read_env_file(path: Path) -> dict[str, str]:
-    """KEY=VALUE lines (comments and blank lines skipped), as compose's env_file reads them."""
-    pairs = {}
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if line and not line.startswith("#"):
-            key, sep, value = line.partition("=")
-            assert sep, f"{path.name}: not KEY=VALUE: {line!r}"
-            pairs[key.strip()] = value.strip()
-    return pairs
-
 
 _REFERENCE = re.compile(r"\$(?:\{([A-Za-z_]\w*)\}|([A-Za-z_]\w*))")
 
@@ -95,20 +85,7 @@ def template_variables() -> set[str]:
 # ------------------------------------------------------------------------------ running nginx
 
 def _nginx() -> str:
-    path = shutil.which("nginx") or next(
-        (p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if os.access(p, os.X_OK)), None)
-    if path is None:
-        reason = "nginx not found: install Debian's `nginx` package (apt-get install -y nginx)"
-        if os.environ.get("CI"):
-            pytest.fail(reason + " -- required under CI")
-        pytest.skip(reason)
-    return path
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return require_tool("nginx", also=("/usr/sbin/nginx", "/usr/local/sbin/nginx"))
 
 
 @dataclass

@@ -30,6 +30,7 @@ from urllib.parse import urlsplit, urlunsplit
 import click
 import pytest
 import yaml
+from tooling import require_tool
 
 from qctl.app import cli
 from qshared.client import Client
@@ -63,16 +64,6 @@ COMMANDS = _commands()
 
 def _by_program(*programs: str) -> list[str]:
     return [c for c in COMMANDS if shlex.split(c)[0] in programs]
-
-
-def _require(tool: str) -> str:
-    path = shutil.which(tool)
-    if path is None:
-        reason = f"{tool} not found (Debian package)"
-        if os.environ.get("CI"):
-            pytest.fail(reason + " -- required under CI")
-        pytest.skip(reason)
-    return path
 
 
 def _qctl_path(args: list[str]) -> tuple[tuple[str, ...], click.Context]:
@@ -125,7 +116,7 @@ def test_qworker_commands_parse(line: str):
 
 @pytest.mark.parametrize("line", _by_program("promtool"))
 def test_promtool_commands_pass(line: str):
-    _require("promtool")
+    require_tool("promtool", "prometheus")
     proc = subprocess.run(shlex.split(line), cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, f"{line}\n{proc.stdout}\n{proc.stderr}"
 
@@ -133,7 +124,7 @@ def test_promtool_commands_pass(line: str):
 def test_docker_compose_commands_are_real():
     services = set(yaml.safe_load((ROOT / "compose.yaml").read_text())["services"])
     for line in _by_program("docker-compose"):
-        _require("docker-compose")
+        require_tool("docker-compose")
         env = {k: v for k, v in os.environ.items() if k.lower() not in Settings.model_fields}
         proc = subprocess.run(shlex.split(line), cwd=ROOT, capture_output=True, text=True,
                               timeout=120, env=env)
@@ -226,8 +217,8 @@ def scratch_database(pg_dsn: str) -> Iterator[tuple[str, str]]:
 
 
 def test_backup_and_restore_commands_work(scratch_database, tmp_path):
-    _require("pg_dump")
-    _require("pg_restore")
+    require_tool("pg_dump", "postgresql-client")
+    require_tool("pg_restore", "postgresql-client")
     source, target = scratch_database
     (dump_line,) = _by_program("pg_dump")
     (restore_line,) = _by_program("pg_restore")

@@ -8,13 +8,12 @@ these tests skip with the reason, except under CI (`CI` set), where they fail.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
+from tooling import require_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 PROM_DIR = ROOT / "infra" / "prometheus"
@@ -63,14 +62,7 @@ OWN_ALERTS = {"SchedulerLeaderMissing", "FailoverLeaderMissing", "DeadJobsGrowin
 # ------------------------------------------------------------------------------- promtool
 
 def _promtool() -> str:
-    path = shutil.which("promtool")
-    if path is None:
-        reason = ("promtool not found: install Debian's `prometheus` package "
-                  "(apt-get install -y prometheus)")
-        if os.environ.get("CI"):
-            pytest.fail(reason + " -- required under CI")
-        pytest.skip(reason)
-    return path
+    return require_tool("promtool", "prometheus")
 
 
 def _run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:

@@ -97,9 +97,9 @@ class LocalPrometheus:
         if with_rules:
             rules = [self.state_dir / "alerts.yml"]
             shutil.copy(INFRA / "alerts.yml", rules[0])
+        self.config = local_config(targets, token_file=token_file, interval=interval, rules=rules)
         self.config_path = self.state_dir / "prometheus.yml"
-        self.config_path.write_text(yaml.safe_dump(local_config(
-            targets, token_file=token_file, interval=interval, rules=rules)))
+        self.config_path.write_text(yaml.safe_dump(self.config))
         self.log_path = self.state_dir / "prometheus.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -136,6 +136,14 @@ class LocalPrometheus:
             self.proc.kill()
             self.proc.wait()
         self.proc = None
+
+    def set_scraping(self, on: bool) -> None:
+        """Scrape every target (on) or none (off), through a configuration reload."""
+        config = dict(self.config, scrape_configs=self.config["scrape_configs"] if on else [])
+        self.config_path.write_text(yaml.safe_dump(config))
+        resp = httpx.post(self.url + "/-/reload", timeout=30)
+        if resp.status_code != 200:
+            raise PrometheusError(f"reload failed: {resp.status_code} {resp.text}")
 
     def api(self, path: str, **params: Any) -> Any:
         """GET /api/v1/<path>; returns its `data`, raises on an error status."""
