@@ -6,6 +6,7 @@ import click
 
 from qctl.commands.context import context_group
 from qctl.commands.db import db_group
+from qctl.commands.demo import demo
 from qctl.commands.failover import failover_group
 from qctl.commands.jobs import enqueue, job_group
 from qctl.commands.queues import health, queue_group
@@ -46,6 +47,6 @@ def cli() -> None:
     """
 
 
-for _command in (up, enqueue, health, context_group, db_group, failover_group, job_group,
+for _command in (up, demo, enqueue, health, context_group, db_group, failover_group, job_group,
                  queue_group, worker_group):
     cli.add_command(_command)

@@ -25,7 +25,7 @@ def _queues(_ctx: click.Context, _param: click.Parameter, value: str) -> list[st
     return queues
 
 
-def _database(db: str | None) -> str | None:
+def database_option_value(db: str | None) -> str | None:
     """--db, DATABASE_URL, or DB_* when DB_HOST is set; None means the embedded server."""
     if db:
         return db
@@ -34,7 +34,7 @@ def _database(db: str | None) -> str | None:
     return None
 
 
-def _print_summary(stack: Stack, context_name: str | None) -> None:
+def print_summary(stack: Stack, context_name: str | None) -> None:
     s = stack.summary()
     db = redact(s["database_url"] or "")
     if s["embedded_database"]:
@@ -118,7 +118,7 @@ def up(
         output.show(Text(message, style="dim"), stderr=True)
 
     stack = Stack(
-        workers=workers, database_url=_database(db), port_base=port_base,
+        workers=workers, database_url=database_option_value(db), port_base=port_base,
         concurrency=concurrency, queues=queues, token=os.environ.get("QSTACK_TOKEN") or None,
         state_dir=state_dir, log_level=log_level, app=app, startup_timeout=startup_timeout,
         failover=failover, on_exit=on_exit, log=log,
@@ -132,7 +132,7 @@ def up(
                     failover_url=stack.services["failover"].url if failover else None),
             make_current=True,
         )
-        _print_summary(stack, context_name)
+        print_summary(stack, context_name)
         stack.wait()
         if not stack.stop_requested:
             raise CliError("every service has exited; stopping", FAILED)
