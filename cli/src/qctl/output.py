@@ -20,7 +20,7 @@ Column = tuple[str, str | Callable[[Mapping[str, Any]], Any]]
 _STYLES = {
     "active": "green", "healthy": "green", "succeeded": "green", "ok": "green",
     "applied": "green", "running": "cyan", "assigned": "cyan", "pending": "yellow",
-    "draining": "yellow", "degraded": "yellow", "scheduled": "yellow",
+    "draining": "yellow", "degraded": "yellow", "scheduled": "yellow", "paused": "yellow",
     "stopped": "dim", "cancelled": "dim", "failed": "red", "dead": "red",
     "unhealthy": "red", "unreachable": "red", "missing": "red",
 }

@@ -99,6 +99,11 @@ class _Endpoints:
         """Cancel a job that has not started. Returns: the job."""
         return self._send("POST", f"/api/v1/jobs/{job_id}/cancel")
 
+    def retry(self, job_id: int) -> Any:
+        """Run a dead or cancelled job again (one more attempt if they were used up).
+        Returns: the job."""
+        return self._send("POST", f"/api/v1/jobs/{job_id}/retry")
+
     def list_jobs(self, **filters: Any) -> Any:
         """Returns: jobs matching queue/status/task, newest first."""
         params = {k: v for k, v in filters.items() if v is not None}

@@ -29,6 +29,7 @@ class Op:
 _JOB_ID = (("job_id", "path", "integer"),)
 _WORKER_ID = (("worker_id", "path", "string"),)
 _LOCK_KEY = (("key", "path", "string"),)  # URL-encoded; 1..255 characters, no control ones
+_QUEUE = (("queue", "path", "string"),)
 
 OPERATIONS: tuple[Op, ...] = (
     Op("post", "/api/v1/jobs", "Enqueue one job", "scheduler", s.JobIn, s.EnqueuedOut, 201,
@@ -39,11 +40,28 @@ OPERATIONS: tuple[Op, ...] = (
        reply=s.JobDetailOut, errors=(400, 401, 404), params=_JOB_ID),
     Op("post", "/api/v1/jobs/{job_id}/cancel", "Cancel a job that has not started",
        "scheduler", reply=s.JobOut, errors=(400, 401, 404, 409), params=_JOB_ID),
+    Op("post", "/api/v1/jobs/{job_id}/retry",
+       "Run a dead or cancelled job again (one more attempt if they were used up)", "scheduler",
+       reply=s.JobDetailOut, errors=(400, 401, 404, 409), params=_JOB_ID),
     Op("get", "/admin/queue/jobs", "Jobs by queue, state and task, newest first", "scheduler",
        reply=s.JobListOut, params=(("queue", "query", "string"), ("status", "query", "string"),
                                    ("task", "query", "string"), ("limit", "query", "integer"),
+                                   ("before_id", "query", "integer"),
                                    ("before", "query", "integer"))),
+    Op("post", "/admin/queue/jobs/retry", "Retry the matching dead or cancelled jobs",
+       "scheduler", s.JobsBulkIn, s.JobsBulkOut),
+    Op("post", "/admin/queue/jobs/cancel", "Cancel the matching pending or assigned jobs",
+       "scheduler", s.JobsBulkIn, s.JobsBulkOut),
     Op("get", "/admin/queue/stats", "Per queue counts by state", "scheduler", reply=s.StatsOut),
+    Op("get", "/admin/queue/throughput",
+       "Outcomes per second and enqueue-to-start latency over the last `seconds`",
+       "scheduler", reply=s.ThroughputOut, params=(("seconds", "query", "integer"),)),
+    Op("get", "/api/v1/queues", "Every queue: counts by state and whether it is paused",
+       "scheduler", reply=s.QueueListOut, errors=(401,)),
+    Op("post", "/api/v1/queues/{queue}/pause", "Stop dispatching a queue's jobs", "scheduler",
+       reply=s.QueuePausedOut, params=_QUEUE),
+    Op("post", "/api/v1/queues/{queue}/resume", "Dispatch a paused queue's jobs again",
+       "scheduler", reply=s.QueuePausedOut, params=_QUEUE),
     Op("post", "/api/v1/locks/{key}", "Take a lock (waiting up to wait_ms); a fencing token",
        "scheduler", s.LockAcquireIn, s.LockOut, errors=(400, 401, 409), params=_LOCK_KEY),
     Op("post", "/api/v1/locks/{key}/renew", "Extend a held lease; 409 when it was lost",
@@ -64,8 +82,9 @@ OPERATIONS: tuple[Op, ...] = (
        "registry", reply=s.WorkerListOut, params=(("status", "query", "string"),)),
     Op("get", "/api/v1/workers/stats", "Per worker assignments by outcome", "registry",
        reply=s.WorkerStatsListOut),
-    Op("get", "/api/v1/workers/{worker_id}", "A worker with its recent health checks",
-       "registry", reply=s.WorkerOut, errors=(401, 404), params=_WORKER_ID),
+    Op("get", "/api/v1/workers/{worker_id}",
+       "A worker with its recent health checks and its 20 latest assignments",
+       "registry", reply=s.WorkerDetailOut, errors=(401, 404), params=_WORKER_ID),
     Op("post", "/api/v1/workers/{worker_id}/heartbeat", "Heartbeat with health figures",
        "registry", s.HeartbeatIn, s.HeartbeatOut, errors=(400, 401, 404, 409),
        params=_WORKER_ID),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -11,7 +11,8 @@ JobStatus = Literal["pending", "assigned", "running", "succeeded", "dead", "canc
 WorkerStatus = Literal["active", "draining", "stopped", "failed"]
 HealthStatus = Literal["healthy", "degraded", "unhealthy"]
 
-_NAME = r"^[A-Za-z0-9_.:\-]{1,200}$"
+NAME_PATTERN = r"^[A-Za-z0-9_.:\-]{1,200}$"  # task and queue names
+_NAME = NAME_PATTERN
 
 
 class Strict(BaseModel):
@@ -150,6 +151,75 @@ class StatsOut(BaseModel):
     queues: list[QueueStatsOut]
 
 
+class QueueOut(QueueStatsOut):
+    """A queue's counts by state (as in /admin/queue/stats) and whether it is paused."""
+
+    paused: bool
+
+
+class QueueListOut(BaseModel):
+    """Every queue that has jobs or has been paused, by name."""
+
+    queues: list[QueueOut]
+
+
+class QueuePausedOut(BaseModel):
+    """A queue's pause state after a pause or a resume."""
+
+    queue: str
+    paused: bool
+
+
+class JobsBulkIn(Strict):
+    """Which jobs a bulk retry or cancel acts on: every given filter must match."""
+
+    ids: list[Annotated[int, Field(ge=1)]] | None = Field(
+        None, min_length=1, max_length=10_000, description="Only these job ids."
+    )
+    queue: str | None = Field(None, pattern=_NAME, description="Only this queue.")
+    status: JobStatus | None = Field(None, description="Only jobs in this state.")
+    task: str | None = Field(None, pattern=_NAME, description="Only this task.")
+    limit: int = Field(1000, ge=1, le=10_000, description="The most jobs changed.")
+
+    @model_validator(mode="after")
+    def _some_filter(self) -> JobsBulkIn:
+        if self.ids is None and self.queue is None and self.status is None and self.task is None:
+            raise ValueError("give at least one of ids, queue, status and task")
+        return self
+
+
+class JobsBulkOut(BaseModel):
+    """The jobs a bulk retry or cancel changed, ascending."""
+
+    count: int
+    ids: list[int]
+
+
+class ThroughputBucketOut(BaseModel):
+    """Attempt outcomes in one second (t: its start, epoch seconds)."""
+
+    t: float
+    succeeded: int
+    failed: int = Field(description="Attempts that failed and will be retried.")
+    dead: int = Field(description="Attempts after which the job was dead (attempts used up).")
+
+
+class LatencyOut(BaseModel):
+    """Enqueue-to-start latency percentiles in ms (None without samples)."""
+
+    p50: float | None
+    p99: float | None
+    samples: int
+
+
+class ThroughputOut(BaseModel):
+    """Outcomes per second over a window, oldest first, and enqueue-to-start latency."""
+
+    seconds: int
+    buckets: list[ThroughputBucketOut]
+    enqueue_to_start_ms: LatencyOut
+
+
 class WorkerIn(Strict):
     """A worker registering itself."""
 
@@ -224,6 +294,33 @@ class WorkerOut(BaseModel):
         data = dict(row)
         data["queues"] = [q for q in row["queues"].split(",") if q]
         return cls.model_validate(data, from_attributes=False)
+
+
+class WorkerAssignmentOut(BaseModel):
+    """One of a worker's assignments."""
+
+    job_id: int
+    queue: str
+    token: int
+    assigned_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    outcome: str | None
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> WorkerAssignmentOut:
+        return cls(
+            job_id=row["job_id"], queue=row["queue_name"], token=row["token"],
+            assigned_at=row["assigned_at"], started_at=row["started_at"],
+            finished_at=row["finished_at"], outcome=row["outcome"],
+        )
+
+
+class WorkerDetailOut(WorkerOut):
+    """A worker with its recent health checks and its 20 latest assignments, newest first."""
+
+    health_checks: list[dict[str, Any]] = []
+    assignments: list[WorkerAssignmentOut] = []
 
 
 class WorkerListOut(BaseModel):

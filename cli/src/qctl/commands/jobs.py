@@ -1,4 +1,4 @@
-"""`qctl enqueue` and `qctl job`: submit, inspect, list and cancel jobs."""
+"""`qctl enqueue` and `qctl job`: submit, inspect, list, cancel and retry jobs."""
 
 from __future__ import annotations
 
@@ -123,7 +123,7 @@ def _wait(client: Any, job_id: int, timeout: float) -> dict[str, Any]:
 
 @click.group("job")
 def job_group() -> None:
-    """Inspect, list and cancel jobs."""
+    """Inspect, list, cancel and retry jobs."""
 
 
 @job_group.command("show")
@@ -174,3 +174,56 @@ def list_jobs(
     jobs = options.scheduler(ctx).list_jobs(queue=queue, status=status, task=task, limit=limit)
     output.emit(options.output_format(ctx), {"jobs": jobs}, jobs, JOB_COLUMNS,
                 empty="no jobs match")
+
+
+@job_group.command("retry")
+@click.argument("job_id", type=int)
+@options.remote_command
+@click.pass_context
+def retry_job(ctx: click.Context, job_id: int) -> None:
+    """Run a dead or cancelled job again, due now (with one more attempt when its attempts
+    were used up)."""
+    job = options.scheduler(ctx).retry(job_id)
+    if options.output_format(ctx) == "json":
+        output.print_json(job)
+    else:
+        output.success(f"job {job_id} {job.get('status')} again: attempt {job['attempts'] + 1}"
+                       f" of {job['max_attempts']}")
+
+
+def _bulk_command(name: str, action: str, states: tuple[str, ...], done: str,
+                  doc: str) -> click.Command:
+    @click.option("--id", "ids", type=click.IntRange(min=1), multiple=True, metavar="ID",
+                  help="Only this job (repeat for more).")
+    @click.option("--queue", "-q", metavar="Q", help="Only this queue.")
+    @click.option("--status", "-s", type=click.Choice(states), help="Only jobs in this state.")
+    @click.option("--task", "-t", metavar="TASK", help="Only this task.")
+    @click.option("--limit", "-n", type=click.IntRange(1, 10000), default=1000,
+                  show_default=True, help="The most jobs changed (oldest first).")
+    @options.remote_command
+    @click.pass_context
+    def command(ctx: click.Context, ids: tuple[int, ...], queue: str | None,
+                status: str | None, task: str | None, limit: int) -> None:
+        if not (ids or queue or status or task):
+            raise click.UsageError("name the jobs: give --id, --queue, --status or --task")
+        body: dict[str, Any] = {"limit": limit}
+        for key, value in (("ids", list(ids) or None), ("queue", queue), ("status", status),
+                           ("task", task)):
+            if value is not None:
+                body[key] = value
+        result = options.scheduler(ctx).request("POST", f"/admin/queue/jobs/{action}", body)
+        if options.output_format(ctx) == "json":
+            output.print_json(result)
+        else:
+            output.success(f"{done} {result['count']} job(s)")
+
+    command.__doc__ = doc
+    return job_group.command(name)(command)
+
+
+_bulk_command("retry-all", "retry", ("dead", "cancelled"), "retried",
+              "Run the matching dead or cancelled jobs again (at least one filter); prints how "
+              "many.")
+_bulk_command("cancel-all", "cancel", ("pending", "assigned"), "cancelled",
+              "Cancel the matching pending or assigned jobs (at least one filter); prints how "
+              "many.")

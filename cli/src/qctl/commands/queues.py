@@ -1,8 +1,10 @@
-"""`qctl queue` (stats, locks) and `qctl health`: queue depths, locks and service health."""
+"""`qctl queue` (list, stats, pause, resume, locks) and `qctl health`: queue depths and
+controls, locks and service health."""
 
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 import click
 import httpx
@@ -17,6 +19,10 @@ STATS_COLUMNS: list[output.Column] = [
     ("OLDEST PENDING", lambda q: output.age(q.get("oldest_pending_age_s"))),
 ]
 
+QUEUE_COLUMNS: list[output.Column] = [
+    ("QUEUE", "queue"), ("STATE", lambda q: "paused" if q.get("paused") else "running"),
+    *STATS_COLUMNS[1:],
+]
 
 LOCK_COLUMNS: list[output.Column] = [
     ("KEY", lambda lock: lock.get("key") or lock.get("lock_key")), ("OWNER", "owner"),
@@ -31,9 +37,47 @@ def _expires_in(seconds: Any) -> str:
     return output.age(seconds) if seconds >= 0 else f"expired {output.age(-seconds)} ago"
 
 
-@click.group("queue", short_help="Queue statistics and locks (`queue stats`, `list-locks`).")
+@click.group("queue", short_help="Queues (list, stats, pause, resume) and locks.")
 def queue_group() -> None:
     """Queues and locks as the scheduler sees them (`qctl queue stats`, also `queue:stats`)."""
+
+
+@queue_group.command("list")
+@options.remote_command
+@click.pass_context
+def list_queues(ctx: click.Context) -> None:
+    """Every queue with jobs or a pause: running or paused, and its jobs per state."""
+    queues = options.scheduler(ctx).request("GET", "/api/v1/queues")["queues"]
+    output.emit(options.output_format(ctx), {"queues": queues}, queues, QUEUE_COLUMNS,
+                empty="no queues yet")
+
+
+def _set_paused(ctx: click.Context, queue: str, action: str, done: str) -> None:
+    result = options.scheduler(ctx).request(
+        "POST", f"/api/v1/queues/{quote(queue, safe='')}/{action}")
+    if options.output_format(ctx) == "json":
+        output.print_json(result)
+    else:
+        output.success(f"queue {result.get('queue', queue)} {done}")
+
+
+@queue_group.command("pause")
+@click.argument("queue")
+@options.remote_command
+@click.pass_context
+def pause_queue(ctx: click.Context, queue: str) -> None:
+    """Stop dispatching QUEUE's jobs: they wait as pending; enqueue goes on and jobs already
+    assigned or running finish."""
+    _set_paused(ctx, queue, "pause", "paused (its jobs wait until `qctl queue resume`)")
+
+
+@queue_group.command("resume")
+@click.argument("queue")
+@options.remote_command
+@click.pass_context
+def resume_queue(ctx: click.Context, queue: str) -> None:
+    """Dispatch a paused QUEUE's jobs again, from now."""
+    _set_paused(ctx, queue, "resume", "resumed")
 
 
 @queue_group.command("stats")

@@ -13,6 +13,7 @@ from qshared.schemas import (
     HeartbeatIn,
     HeartbeatOut,
     RegisteredOut,
+    WorkerAssignmentOut,
     WorkerIn,
     WorkerListOut,
     WorkerOut,
@@ -23,6 +24,8 @@ from qshared.storage import Storage
 
 SETTINGS = web.AppKey("settings", Settings)
 STORAGE = web.AppKey("storage", Storage)
+
+RECENT_ASSIGNMENTS = 20  # in a worker's detail
 
 
 def _worker_id(request: web.Request) -> str:
@@ -111,8 +114,11 @@ async def get_worker(request: web.Request) -> web.Response:
     if not rows:
         raise NotFound(f"unknown worker {worker_id!r}")
     checks = await storage.recent_health_checks(worker_id, 20)
+    assignments = await storage.worker_assignments(worker_id, RECENT_ASSIGNMENTS)
     data = WorkerOut.from_row(rows[0]).model_dump(mode="json")
     data["health_checks"] = checks
+    data["assignments"] = [WorkerAssignmentOut.from_row(a).model_dump(mode="json")
+                           for a in assignments]
     return json_response(data)
 
 

@@ -1,4 +1,4 @@
-"""The scheduler application: enqueue API, dispatcher, queue statistics."""
+"""The scheduler application: enqueue API, dispatcher, queue statistics and controls."""
 
 from __future__ import annotations
 
@@ -47,8 +47,15 @@ def create_app(settings: Settings) -> web.Application:
         web.post("/api/v1/jobs/batch", views.enqueue_batch),
         web.get("/api/v1/jobs/{job_id}", views.get_job),
         web.post("/api/v1/jobs/{job_id}/cancel", views.cancel_job),
+        web.post("/api/v1/jobs/{job_id}/retry", views.retry_job),
+        web.get("/api/v1/queues", views.list_queues),
+        web.post("/api/v1/queues/{queue}/pause", views.pause_queue),
+        web.post("/api/v1/queues/{queue}/resume", views.resume_queue),
         web.get("/admin/queue/jobs", views.list_jobs),
+        web.post("/admin/queue/jobs/retry", views.retry_jobs),
+        web.post("/admin/queue/jobs/cancel", views.cancel_jobs),
         web.get("/admin/queue/stats", views.stats),
+        web.get("/admin/queue/throughput", views.throughput),
         web.post("/api/v1/locks/{key}", locks.acquire),
         web.post("/api/v1/locks/{key}/renew", locks.renew),
         web.post("/api/v1/locks/{key}/release", locks.release),

@@ -10,6 +10,8 @@ from typing import Any
 
 JOB_STATES = ("pending", "assigned", "running", "succeeded", "dead", "cancelled")
 ACTIVE_STATES = ("assigned", "running")
+RETRYABLE_STATES = ("dead", "cancelled")
+CANCELLABLE_STATES = ("pending", "assigned")
 WORKER_STATES = ("active", "draining", "stopped", "failed")
 
 
@@ -76,6 +78,16 @@ class Assignment:
     timeout: float
     created_at: datetime
     run_at: datetime
+
+
+@dataclass(slots=True)
+class JobFilter:
+    """Which jobs a bulk retry or cancel acts on: every given field must match (None: any)."""
+
+    ids: Sequence[int] | None = None
+    queue: str | None = None
+    status: str | None = None
+    task: str | None = None
 
 
 @dataclass(slots=True)
@@ -167,6 +179,40 @@ class Storage(abc.ABC):
         """
 
     @abc.abstractmethod
+    async def retry_job(self, job_id: int) -> dict[str, Any] | None:
+        """Make a dead or cancelled job pending and due now, and wake the dispatcher. When
+        its attempts are used up, max_attempts becomes attempts + 1 (one more attempt).
+
+        Returns:
+            The job's row as it is now; None when it exists in another state or not.
+        """
+
+    @abc.abstractmethod
+    async def retry_jobs(self, match: JobFilter, limit: int) -> list[int]:
+        """retry_job for up to `limit` dead or cancelled jobs matching `match`, oldest first,
+        in one statement.
+
+        Args:
+            match: the filters; each given one must match.
+            limit: the most jobs changed.
+        Returns:
+            The ids of the jobs retried, ascending.
+        """
+
+    @abc.abstractmethod
+    async def cancel_jobs(self, match: JobFilter, limit: int) -> list[int]:
+        """cancel_job for up to `limit` pending or assigned jobs matching `match`, oldest
+        first, in one statement. A job a dispatch pass is assigning at that instant is
+        skipped, not waited for.
+
+        Args:
+            match: the filters; each given one must match.
+            limit: the most jobs changed.
+        Returns:
+            The ids of the jobs cancelled, ascending.
+        """
+
+    @abc.abstractmethod
     async def list_jobs(
         self, *, queue: str | None, status: str | None, task: str | None,
         before_id: int | None, limit: int,
@@ -176,6 +222,36 @@ class Storage(abc.ABC):
     @abc.abstractmethod
     async def queue_stats(self) -> list[dict[str, Any]]:
         """Returns: per queue the counts by state and the oldest pending age in seconds."""
+
+    @abc.abstractmethod
+    async def list_queues(self) -> list[dict[str, Any]]:
+        """Returns: every queue that has jobs or a pause setting, by name: queue_stats'
+        counts plus `paused`."""
+
+    @abc.abstractmethod
+    async def set_queue_paused(self, queue: str, paused: bool) -> dict[str, Any]:
+        """Pause or resume a queue (idempotent). The dispatcher skips a paused queue's
+        pending jobs; a resume wakes it.
+
+        Args:
+            queue: the queue's name (it need not have jobs).
+            paused: True to pause, False to resume.
+        Returns:
+            queue_name, paused and paused_at (None when running).
+        """
+
+    @abc.abstractmethod
+    async def throughput(self, seconds: int) -> dict[str, Any]:
+        """Outcomes per second and enqueue-to-start latency over the last `seconds`.
+
+        Args:
+            seconds: the window, the current second included.
+        Returns:
+            `buckets`: one per second, oldest first, zeros included: t (epoch seconds of its
+            start), succeeded, failed (retried) and dead (attempts used up), by the
+            assignments' finished_at; `latency`: p50 and p99 in ms (None without samples) and
+            `samples`, over the attempts that started in the window and have an outcome.
+        """
 
     @abc.abstractmethod
     async def cached_snapshot(
@@ -197,7 +273,8 @@ class Storage(abc.ABC):
         """One dispatch pass in one transaction.
 
         Locks the workers (a stopping worker waits for the pass), picks up to
-        queue_limits[q] due pending jobs per queue with SKIP LOCKED, asks `choose` which
+        queue_limits[q] due pending jobs per queue that is not paused, with SKIP LOCKED
+        (the paused set is read in the same statement), asks `choose` which
         worker takes which job, writes the assignments and wakes the workers.
 
         Returns:
@@ -284,6 +361,11 @@ class Storage(abc.ABC):
     @abc.abstractmethod
     async def recent_health_checks(self, worker_id: str, limit: int) -> list[dict[str, Any]]:
         """Returns: the worker's latest health checks, newest first."""
+
+    @abc.abstractmethod
+    async def worker_assignments(self, worker_id: str, limit: int) -> list[dict[str, Any]]:
+        """Returns: the worker's latest assignments, newest first: job_id, queue_name, token,
+        assigned_at, started_at, finished_at, outcome."""
 
     # -- locks -------------------------------------------------------------------------
     @abc.abstractmethod

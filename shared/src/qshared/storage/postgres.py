@@ -23,6 +23,7 @@ from qshared.storage.base import (
     Callback,
     Chooser,
     Enqueued,
+    JobFilter,
     NewJob,
     Outcome,
     PendingJob,
@@ -204,9 +205,40 @@ class PostgresStorage(Storage):
     async def job_assignments(self, job_id: int) -> list[dict[str, Any]]:
         return [dict(r) for r in await self._pool.fetch(self._q["job_assignments"], job_id)]
 
+    async def _cancel(self, sql: str, *args: Any) -> list[int]:
+        """Cancel with `sql` (it returns id, token), then close the assignment rows."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(sql, *args)
+            if rows:
+                await conn.execute(self._q["close_cancelled_assignments"],
+                                   [r["id"] for r in rows], [r["token"] for r in rows])
+        return [r["id"] for r in rows]
+
     @_translated
     async def cancel_job(self, job_id: int) -> bool:
-        return await self._pool.fetchval(self._q["cancel_job"], job_id) is not None
+        return bool(await self._cancel(self._q["cancel_job"], job_id))
+
+    @_translated
+    async def retry_job(self, job_id: int) -> dict[str, Any] | None:
+        row = await self._pool.fetchrow(self._q["retry_job"], job_id)
+        if row is None:
+            return None
+        job = dict(row)
+        del job["woke"]
+        return job
+
+    def _filter_args(self, match: JobFilter, limit: int) -> tuple[Any, ...]:
+        ids = list(match.ids) if match.ids is not None else None
+        return ids, match.queue, match.status, match.task, limit
+
+    @_translated
+    async def retry_jobs(self, match: JobFilter, limit: int) -> list[int]:
+        rows = await self._pool.fetch(self._q["retry_jobs"], *self._filter_args(match, limit))
+        return [r["id"] for r in rows]
+
+    @_translated
+    async def cancel_jobs(self, match: JobFilter, limit: int) -> list[int]:
+        return await self._cancel(self._q["cancel_jobs"], *self._filter_args(match, limit))
 
     @_translated
     async def list_jobs(
@@ -219,6 +251,24 @@ class PostgresStorage(Storage):
     @_translated
     async def queue_stats(self) -> list[dict[str, Any]]:
         return [dict(r) for r in await self._pool.fetch(self._q["queue_stats"])]
+
+    @_translated
+    async def list_queues(self) -> list[dict[str, Any]]:
+        return [dict(r) for r in await self._pool.fetch(self._q["list_queues"])]
+
+    @_translated
+    async def set_queue_paused(self, queue: str, paused: bool) -> dict[str, Any]:
+        row = dict(await self._pool.fetchrow(self._q["set_queue_paused"], queue, paused))
+        del row["woke"]
+        return row
+
+    @_translated
+    async def throughput(self, seconds: int) -> dict[str, Any]:
+        async with self._pool.acquire() as conn, conn.transaction(readonly=True):
+            # one transaction: both reads see the same now()
+            buckets = [dict(r) for r in await conn.fetch(self._q["throughput"], seconds)]
+            latency = dict(await conn.fetchrow(self._q["start_latency"], seconds))
+        return {"buckets": buckets, "latency": latency}
 
     @_translated
     async def cached_snapshot(
@@ -394,6 +444,11 @@ class PostgresStorage(Storage):
     @_translated
     async def recent_health_checks(self, worker_id: str, limit: int) -> list[dict[str, Any]]:
         rows = await self._pool.fetch(self._q["recent_health_checks"], worker_id, limit)
+        return [dict(r) for r in rows]
+
+    @_translated
+    async def worker_assignments(self, worker_id: str, limit: int) -> list[dict[str, Any]]:
+        rows = await self._pool.fetch(self._q["worker_assignments"], worker_id, limit)
         return [dict(r) for r in rows]
 
     # -- locks -------------------------------------------------------------------------

@@ -39,15 +39,19 @@ SELECT * FROM job_assignments WHERE job_id = $1 ORDER BY id
 
 -- name: cancel_job --
 -- Only a job that has not started can be cancelled; the guarded UPDATE makes that atomic.
-WITH c AS (
-    UPDATE jobs SET status = 'cancelled', finished_at = now(), worker_id = NULL
-    WHERE id = $1 AND status IN ('pending', 'assigned')
-    RETURNING id, token
-), a AS (
-    UPDATE job_assignments ja SET outcome = 'cancelled', finished_at = now()
-    FROM c WHERE ja.job_id = c.id AND ja.token = c.token AND ja.outcome IS NULL
-)
-SELECT id FROM c
+-- Its assignment row is closed by close_cancelled_assignments, in the same transaction.
+UPDATE jobs SET status = 'cancelled', finished_at = now(), worker_id = NULL
+WHERE id = $1 AND status IN ('pending', 'assigned')
+RETURNING id, token
+
+-- name: close_cancelled_assignments --
+-- A statement of its own after the cancel: when the cancel waited for a dispatch pass that
+-- was assigning the job, the assignment row that pass wrote is newer than the cancelling
+-- statement's snapshot, and an UPDATE there would not see it (the job would be cancelled
+-- with its assignment left open). A new statement has a new snapshot.
+UPDATE job_assignments ja SET outcome = 'cancelled', finished_at = now()
+FROM unnest($1::bigint[], $2::bigint[]) AS c(id, token)
+WHERE ja.job_id = c.id AND ja.token = c.token AND ja.outcome IS NULL
 
 -- name: list_jobs --
 SELECT * FROM jobs
@@ -86,12 +90,14 @@ WHERE w.status = 'active' AND w.last_heartbeat_at > now() - make_interval(secs =
 SELECT id FROM queue_workers WHERE id = ANY($1::text[]) AND status = 'active' FOR SHARE
 
 -- name: pick_pending --
--- A job whose lock_key another job holds (assigned or running) waits.
+-- A job whose lock_key another job holds (assigned or running) waits, and so does every job
+-- of a paused queue: read in the same statement, so a resume counts from the next pass.
 SELECT j.id, j.queue_name, j.priority, j.run_at, j.lock_key
 FROM unnest($1::text[], $2::int[]) AS q(name, lim)
 CROSS JOIN LATERAL (
     SELECT id, queue_name, priority, run_at, lock_key FROM jobs p
     WHERE status = 'pending' AND queue_name = q.name AND run_at <= now()
+      AND NOT EXISTS (SELECT 1 FROM queue_settings s WHERE s.queue_name = q.name AND s.paused)
       AND (p.lock_key IS NULL OR NOT EXISTS (
           SELECT 1 FROM jobs a WHERE a.lock_key = p.lock_key AND a.status IN ('assigned', 'running')))
     ORDER BY priority DESC, run_at, id
@@ -107,10 +113,10 @@ WITH v AS (
                       token = nextval('qstack_fencing_seq'), attempts = j.attempts + 1,
                       assigned_at = now(), started_at = NULL, finished_at = NULL
     FROM v WHERE j.id = v.id AND j.status = 'pending'
-    RETURNING j.id, j.token, j.worker_id, j.queue_name
+    RETURNING j.id, j.token, j.worker_id, j.queue_name, j.run_at
 ), ins AS (
-    INSERT INTO job_assignments (job_id, token, worker_id, queue_name)
-    SELECT id, token, worker_id, queue_name FROM upd
+    INSERT INTO job_assignments (job_id, token, worker_id, queue_name, run_at)
+    SELECT id, token, worker_id, queue_name, run_at FROM upd
 ), notified AS (
     SELECT pg_notify('qstack_w_' || md5(worker_id), '') FROM (SELECT DISTINCT worker_id FROM upd) w
 )
@@ -430,3 +436,156 @@ FROM system_snapshots WHERE name = $1 FOR UPDATE
 
 -- name: snapshot_put --
 UPDATE system_snapshots SET body = $2, computed_at = clock_timestamp() WHERE name = $1
+
+-- name: list_queues --
+-- Every queue with jobs or a queue_settings row: queue_stats' counts and the paused flag.
+WITH st AS (
+    SELECT queue_name,
+           count(*) FILTER (WHERE status = 'pending' AND run_at <= now()) AS pending,
+           count(*) FILTER (WHERE status = 'pending' AND run_at > now()) AS scheduled,
+           count(*) FILTER (WHERE status = 'assigned') AS assigned,
+           count(*) FILTER (WHERE status = 'running') AS running,
+           count(*) FILTER (WHERE status = 'succeeded') AS succeeded,
+           count(*) FILTER (WHERE status = 'pending' AND last_error IS NOT NULL) AS failed,
+           count(*) FILTER (WHERE status = 'dead') AS dead,
+           count(*) FILTER (WHERE status = 'cancelled') AS cancelled,
+           COALESCE(EXTRACT(EPOCH FROM now() - min(run_at) FILTER (
+               WHERE status = 'pending' AND run_at <= now())), 0)::float8 AS oldest_pending_age_s
+    FROM jobs GROUP BY queue_name
+)
+SELECT COALESCE(st.queue_name, qs.queue_name) AS queue_name,
+       COALESCE(qs.paused, false) AS paused,
+       COALESCE(st.pending, 0) AS pending, COALESCE(st.scheduled, 0) AS scheduled,
+       COALESCE(st.assigned, 0) AS assigned, COALESCE(st.running, 0) AS running,
+       COALESCE(st.succeeded, 0) AS succeeded, COALESCE(st.failed, 0) AS failed,
+       COALESCE(st.dead, 0) AS dead, COALESCE(st.cancelled, 0) AS cancelled,
+       COALESCE(st.oldest_pending_age_s, 0)::float8 AS oldest_pending_age_s
+FROM st FULL JOIN queue_settings qs ON qs.queue_name = st.queue_name
+ORDER BY 1
+
+-- name: set_queue_paused --
+-- Pause ($2 true) or resume a queue; a resume wakes the dispatcher so that the queue's due
+-- jobs go out at once rather than at the next poll.
+WITH s AS (
+    INSERT INTO queue_settings AS qs (queue_name, paused, paused_at, updated_at)
+    VALUES ($1, $2::boolean, CASE WHEN $2::boolean THEN now() END, now())
+    ON CONFLICT (queue_name) DO UPDATE SET
+        paused = EXCLUDED.paused, updated_at = now(),
+        paused_at = CASE WHEN EXCLUDED.paused THEN COALESCE(
+            CASE WHEN qs.paused THEN qs.paused_at END, now()) END
+    RETURNING queue_name, paused, paused_at
+), notified AS (
+    SELECT pg_notify('qstack_jobs', '') WHERE NOT $2::boolean
+)
+SELECT s.*, (SELECT count(*) FROM notified) AS woke FROM s
+
+-- name: retry_job --
+-- A dead or cancelled job runs again, due now; when its attempts are used up it gets one
+-- more. crash_count stays: a job quarantined for killing workers is quarantined again by
+-- the next crash.
+WITH r AS (
+    UPDATE jobs SET status = 'pending', run_at = now(),
+                    max_attempts = GREATEST(max_attempts, attempts + 1),
+                    worker_id = NULL, assigned_at = NULL, started_at = NULL, finished_at = NULL
+    WHERE id = $1 AND status IN ('dead', 'cancelled')
+    RETURNING *
+), notified AS (
+    SELECT pg_notify('qstack_jobs', '') WHERE EXISTS (SELECT 1 FROM r)
+)
+SELECT r.*, (SELECT count(*) FROM notified) AS woke FROM r
+
+-- name: retry_jobs --
+-- retry_job for up to $5 matching dead or cancelled jobs, oldest first ($1..$4: ids,
+-- queue, status, task, each NULL for any).
+WITH picked AS (
+    SELECT id FROM jobs
+    WHERE status IN ('dead', 'cancelled')
+      AND ($1::bigint[] IS NULL OR id = ANY($1::bigint[]))
+      AND ($2::text IS NULL OR queue_name = $2)
+      AND ($3::text IS NULL OR status = $3)
+      AND ($4::text IS NULL OR task_name = $4)
+    ORDER BY id LIMIT $5
+    FOR UPDATE SKIP LOCKED
+), r AS (
+    UPDATE jobs j SET status = 'pending', run_at = now(),
+                      max_attempts = GREATEST(j.max_attempts, j.attempts + 1),
+                      worker_id = NULL, assigned_at = NULL, started_at = NULL, finished_at = NULL
+    FROM picked WHERE j.id = picked.id AND j.status IN ('dead', 'cancelled')
+    RETURNING j.id
+), notified AS (
+    SELECT pg_notify('qstack_jobs', '') WHERE EXISTS (SELECT 1 FROM r)
+)
+SELECT r.id, (SELECT count(*) FROM notified) AS woke FROM r ORDER BY r.id
+
+-- name: cancel_jobs --
+-- cancel_job for up to $5 matching pending or assigned jobs, oldest first (their assignment
+-- rows closed next, as cancel_job's are). SKIP LOCKED: a job a dispatch pass holds this
+-- instant is left alone (the pass may be assigning it).
+WITH picked AS (
+    SELECT id FROM jobs
+    WHERE status IN ('pending', 'assigned')
+      AND ($1::bigint[] IS NULL OR id = ANY($1::bigint[]))
+      AND ($2::text IS NULL OR queue_name = $2)
+      AND ($3::text IS NULL OR status = $3)
+      AND ($4::text IS NULL OR task_name = $4)
+    ORDER BY id LIMIT $5
+    FOR UPDATE SKIP LOCKED
+), c AS (
+    UPDATE jobs j SET status = 'cancelled', finished_at = now(), worker_id = NULL
+    FROM picked WHERE j.id = picked.id AND j.status IN ('pending', 'assigned')
+    RETURNING j.id, j.token
+)
+SELECT id, token FROM c ORDER BY id
+
+-- name: throughput --
+-- Outcomes per second of the last $1 seconds (the current one last), zeros included, by
+-- finished_at. dead: the attempt after which the job was dead, whether the worker said so
+-- or the failover watcher found it out of attempts (lost, timed out, interrupted: the job
+-- is dead and this was its last assignment). The bounds are written out, not read from a
+-- CTE, and the rare failover outcomes have a branch of their own, so that the planner sees
+-- how few rows each part holds (an estimate over the whole table would also switch on JIT,
+-- which costs more than the query).
+WITH outcomes AS (
+    SELECT date_trunc('second', ja.finished_at) AS t, ja.outcome
+    FROM job_assignments ja
+    WHERE ja.finished_at >= date_trunc('second', now()) - make_interval(secs => $1 - 1)
+      AND ja.finished_at < date_trunc('second', now()) + interval '1 second'
+      AND ja.outcome IN ('succeeded', 'failed', 'dead')
+    UNION ALL
+    SELECT date_trunc('second', ja.finished_at), 'dead'
+    FROM job_assignments ja JOIN jobs j ON j.id = ja.job_id AND j.token = ja.token
+    WHERE ja.finished_at >= date_trunc('second', now()) - make_interval(secs => $1 - 1)
+      AND ja.finished_at < date_trunc('second', now()) + interval '1 second'
+      AND ja.outcome IN ('lost', 'timed_out', 'interrupted') AND j.status = 'dead'
+), per_second AS (
+    SELECT t, count(*) FILTER (WHERE outcome = 'succeeded') AS succeeded,
+              count(*) FILTER (WHERE outcome = 'failed') AS failed,
+              count(*) FILTER (WHERE outcome = 'dead') AS dead
+    FROM outcomes GROUP BY t
+)
+SELECT EXTRACT(EPOCH FROM s.t)::float8 AS t, COALESCE(p.succeeded, 0) AS succeeded,
+       COALESCE(p.failed, 0) AS failed, COALESCE(p.dead, 0) AS dead
+FROM generate_series(date_trunc('second', now()) - make_interval(secs => $1 - 1),
+                     date_trunc('second', now()), interval '1 second') AS s(t)
+LEFT JOIN per_second p ON p.t = s.t
+ORDER BY s.t
+
+-- name: start_latency --
+-- Enqueue-to-start of the attempts that started in the last $1 seconds: started_at minus
+-- the due time at assignment, in ms. A start is in job_assignments once the attempt has an
+-- outcome, and an attempt finishes after it starts: the finished_at index bounds the scan.
+SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY ms) AS p50,
+       percentile_cont(0.99) WITHIN GROUP (ORDER BY ms) AS p99,
+       count(*) AS samples
+FROM (
+    SELECT GREATEST(EXTRACT(EPOCH FROM ja.started_at - ja.run_at) * 1000, 0)::float8 AS ms
+    FROM job_assignments ja
+    WHERE ja.finished_at >= date_trunc('second', now()) - make_interval(secs => $1 - 1)
+      AND ja.started_at >= date_trunc('second', now()) - make_interval(secs => $1 - 1)
+      AND ja.run_at IS NOT NULL
+) s
+
+-- name: worker_assignments --
+SELECT job_id, queue_name, token, assigned_at, started_at, finished_at, outcome
+FROM job_assignments WHERE worker_id = $1
+ORDER BY assigned_at DESC, id DESC LIMIT $2

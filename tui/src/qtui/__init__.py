@@ -1,0 +1,1 @@
+"""qtui: the Textual dashboard of a qstack system."""

@@ -1,0 +1,1 @@
+"""qtui screens: one a file."""

@@ -1,0 +1,1 @@
+"""qtui widgets, grouped by feature: chrome (status bar, banner), tables, charts."""
