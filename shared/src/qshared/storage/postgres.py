@@ -254,7 +254,15 @@ class PostgresStorage(Storage):
 
     @_translated
     async def list_queues(self) -> list[dict[str, Any]]:
-        return [dict(r) for r in await self._pool.fetch(self._q["list_queues"])]
+        async with self._pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
+            stats = {r["queue_name"]: dict(r) for r in await conn.fetch(self._q["queue_stats"])}
+            paused = {r["queue_name"]: r["paused"] for r in await conn.fetch(self._q["paused_flags"])}
+        empty = {k: 0 for k in ("pending", "scheduled", "assigned", "running", "succeeded",
+                                "failed", "dead", "cancelled")} | {"oldest_pending_age_s": 0.0}
+        return [
+            {"queue_name": name, **stats.get(name, empty), "paused": paused.get(name, False)}
+            for name in sorted(stats.keys() | paused.keys())
+        ]
 
     @_translated
     async def set_queue_paused(self, queue: str, paused: bool) -> dict[str, Any]:

@@ -437,31 +437,9 @@ FROM system_snapshots WHERE name = $1 FOR UPDATE
 -- name: snapshot_put --
 UPDATE system_snapshots SET body = $2, computed_at = clock_timestamp() WHERE name = $1
 
--- name: list_queues --
--- Every queue with jobs or a queue_settings row: queue_stats' counts and the paused flag.
-WITH st AS (
-    SELECT queue_name,
-           count(*) FILTER (WHERE status = 'pending' AND run_at <= now()) AS pending,
-           count(*) FILTER (WHERE status = 'pending' AND run_at > now()) AS scheduled,
-           count(*) FILTER (WHERE status = 'assigned') AS assigned,
-           count(*) FILTER (WHERE status = 'running') AS running,
-           count(*) FILTER (WHERE status = 'succeeded') AS succeeded,
-           count(*) FILTER (WHERE status = 'pending' AND last_error IS NOT NULL) AS failed,
-           count(*) FILTER (WHERE status = 'dead') AS dead,
-           count(*) FILTER (WHERE status = 'cancelled') AS cancelled,
-           COALESCE(EXTRACT(EPOCH FROM now() - min(run_at) FILTER (
-               WHERE status = 'pending' AND run_at <= now())), 0)::float8 AS oldest_pending_age_s
-    FROM jobs GROUP BY queue_name
-)
-SELECT COALESCE(st.queue_name, qs.queue_name) AS queue_name,
-       COALESCE(qs.paused, false) AS paused,
-       COALESCE(st.pending, 0) AS pending, COALESCE(st.scheduled, 0) AS scheduled,
-       COALESCE(st.assigned, 0) AS assigned, COALESCE(st.running, 0) AS running,
-       COALESCE(st.succeeded, 0) AS succeeded, COALESCE(st.failed, 0) AS failed,
-       COALESCE(st.dead, 0) AS dead, COALESCE(st.cancelled, 0) AS cancelled,
-       COALESCE(st.oldest_pending_age_s, 0)::float8 AS oldest_pending_age_s
-FROM st FULL JOIN queue_settings qs ON qs.queue_name = st.queue_name
-ORDER BY 1
+-- name: paused_flags --
+-- The queues that have been paused or resumed; list_queues merges them into queue_stats.
+SELECT queue_name, paused FROM queue_settings
 
 -- name: set_queue_paused --
 -- Pause ($2 true) or resume a queue; a resume wakes the dispatcher so that the queue's due
