@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -18,6 +19,16 @@ from qtui.widgets.tables import FilterBar, LiveTable
 
 if TYPE_CHECKING:
     from qtui.app import QtuiApp
+
+
+def pairs_grid(pairs: list[tuple[Any, Any]]) -> Table:
+    """Label/value pairs laid out two to a row (labels bold); an odd last pair stands alone."""
+    grid = Table.grid(padding=(0, 2))
+    for style in ("bold", "", "bold", ""):
+        grid.add_column(style=style)
+    for i in range(0, len(pairs), 2):
+        grid.add_row(*pairs[i], *(pairs[i + 1] if i + 1 < len(pairs) else ("", "")))
+    return grid
 
 
 class DashboardScreen(Screen[None]):

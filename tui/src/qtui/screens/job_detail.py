@@ -13,7 +13,7 @@ from textual.containers import VerticalScroll
 from textual.widgets import Static
 
 from qtui import formatting as fmt
-from qtui.screens.base import DetailScreen, Section
+from qtui.screens.base import DetailScreen, Section, pairs_grid
 from qtui.screens.jobs import job_actions, job_status
 from qtui.snapshot import Snapshot
 from qtui.widgets.tables import Col, LiveTable
@@ -38,9 +38,6 @@ def pretty(value: Any) -> str:
 
 
 def job_fields(job: dict[str, Any], now: float) -> Table:
-    grid = Table.grid(padding=(0, 2))
-    for style in ("bold", "", "bold", ""):
-        grid.add_column(style=style)
     pairs = [
         ("queue", job["queue"]), ("task", job["task"]),
         ("status", job_status(job)), ("attempts", f"{job['attempts']} of {job['max_attempts']}"),
@@ -52,10 +49,7 @@ def job_fields(job: dict[str, Any], now: float) -> Table:
         ("timeout", fmt.duration(job.get("timeout_s"))), ("lock key", job.get("lock_key") or "-"),
         ("unique key", job.get("unique_key") or "-"), ("", ""),
     ]
-    for i in range(0, len(pairs), 2):
-        (a, av), (b, bv) = pairs[i], pairs[i + 1]
-        grid.add_row(a, av, b, bv)
-    return grid
+    return pairs_grid(pairs)
 
 
 class JobDetailScreen(DetailScreen):

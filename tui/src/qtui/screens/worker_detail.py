@@ -11,7 +11,7 @@ from textual.binding import Binding
 from textual.widgets import Static
 
 from qtui import formatting as fmt
-from qtui.screens.base import DetailScreen, Section
+from qtui.screens.base import DetailScreen, Section, pairs_grid
 from qtui.screens.workers import HEALTH_STYLE, STATUS_STYLE, styled, worker_actions
 from qtui.snapshot import Snapshot
 from qtui.widgets.tables import Col, LiveTable
@@ -40,11 +40,6 @@ ASSIGNMENT_COLUMNS = [
 
 def worker_fields(w: dict[str, Any], now: float) -> Table:
     """The worker's registration as two columns of label/value pairs."""
-    grid = Table.grid(padding=(0, 2))
-    grid.add_column(style="bold")
-    grid.add_column()
-    grid.add_column(style="bold")
-    grid.add_column()
     status = styled(w["status"], STATUS_STYLE)
     if w.get("requested"):
         status.append(f" ({w['requested']} requested)", style="italic")
@@ -59,10 +54,7 @@ def worker_fields(w: dict[str, Any], now: float) -> Table:
         ("memory", fmt.size(w.get("memory_bytes"))),
         ("loop lag", fmt.millis(w.get("loop_lag_ms"))), ("admin", w.get("admin_url") or "-"),
     ]
-    for i in range(0, len(pairs), 2):
-        (a, av), (b, bv) = pairs[i], pairs[i + 1]
-        grid.add_row(a, av, b, bv)
-    return grid
+    return pairs_grid(pairs)
 
 
 class WorkerDetailScreen(DetailScreen):
