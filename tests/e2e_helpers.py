@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import random
+import signal
 import socket
+import subprocess
 import time
 from collections.abc import Callable
 from typing import Any
@@ -62,3 +65,13 @@ def wait_until(check: Callable[[], Any], timeout: float, interval: float = 0.05,
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout}s waiting for {what or check}")
         time.sleep(interval)
+
+
+def interrupt(proc: subprocess.Popen, timeout: float = 60) -> None:
+    """Ctrl-C a process started with start_new_session=True; SIGKILL its group if it hangs."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)

@@ -5,13 +5,12 @@ foreground it is driven in tmux by the qtui tests.)"""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from e2e_helpers import free_port_base, wait_until
+from e2e_helpers import free_port_base, interrupt, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -58,12 +57,7 @@ def test_demo_load_shows_every_kind_of_job_and_a_failover(e2e_db_url, db, tmp_pa
                              text=True, timeout=60)
         assert out.returncode == 0 and "active" in out.stdout, out.stdout + out.stderr
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+        interrupt(proc)
         log.close()
     assert proc.returncode == 0, (tmp_path / "demo.out").read_text()[-3000:]
     assert "demo stopped" in (tmp_path / "demo.out").read_text()

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from e2e_helpers import free_port_base, wait_until
+from e2e_helpers import free_port_base, interrupt, wait_until
 
 from qshared.client import Client, job_body
 
@@ -57,12 +57,7 @@ def up(tmp_path_factory):
         wait_until(ready, timeout=120, interval=0.2, what="qctl up with 3 active workers")
         yield info
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+        interrupt(proc)
         log.close()
 
 
