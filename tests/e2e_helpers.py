@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import signal
 import socket
 import subprocess
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -75,3 +78,71 @@ def interrupt(proc: subprocess.Popen, timeout: float = 60) -> None:
             proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
+
+
+QCTL = Path(sys.executable).with_name("qctl")
+
+
+def stack_env(stack: Any, config_dir: Path) -> dict[str, str]:
+    """An environment that points qctl at `stack` (an empty config dir: no context in the
+    way) and at its database."""
+    env = dict(os.environ)
+    env.update(QSTACK_SCHEDULER_URL=stack.scheduler_url, QSTACK_REGISTRY_URL=stack.registry_url,
+               QSTACK_FAILOVER_URL=stack.services["failover"].url, QSTACK_TOKEN=stack.token,
+               DATABASE_URL=stack.database_url, QSTACK_CONFIG_DIR=str(config_dir),
+               COLUMNS="250")
+    return env
+
+
+def qctl_runner(env: dict[str, str]) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """run(*args, code=0, timeout=120) -> the finished `qctl args...`, which must have exited
+    with `code` (any code when it is None)."""
+
+    def run(*args: str, code: int | None = 0,
+            timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run([str(QCTL), *args], env=env, capture_output=True, text=True,
+                              timeout=timeout)
+        assert code is None or done.returncode == code, (
+            f"qctl {' '.join(args)} exited {done.returncode}, not {code}:\n"
+            f"{done.stdout}{done.stderr}")
+        return done
+
+    return run
+
+
+def spawn_worker(env: dict[str, str], port: int, queues: str, concurrency: int,
+                 log_path: Path) -> subprocess.Popen:
+    """`qctl worker:start` as its own process on `port`, its output in `log_path`."""
+    worker_env = {**env, "QSTACK_PORT": str(port), "QSTACK_HOST": "127.0.0.1",
+                  "QSTACK_ADVERTISE_URL": f"http://127.0.0.1:{port}"}
+    with log_path.open("w") as log:
+        return subprocess.Popen(
+            [str(QCTL), "worker:start", "--queues", queues, "--concurrency", str(concurrency),
+             "--port", str(port)], env=worker_env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def run_sql(dsn: str, *statements: str) -> None:
+    """Run statements on a connection of their own (from sync test code)."""
+
+    async def go() -> None:
+        conn = await asyncpg.connect(dsn)
+        try:
+            for statement in statements:
+                await conn.execute(statement)
+        finally:
+            await conn.close()
+
+    asyncio.run(go())
+
+
+@contextlib.contextmanager
+def empty_schema(dsn: str) -> Iterator[str]:
+    """A new, empty PostgreSQL schema: yields a DSN whose search_path is it; dropped after."""
+    from backends import place_name, with_query
+
+    schema = place_name()
+    run_sql(dsn, f'CREATE SCHEMA "{schema}"')
+    try:
+        yield with_query(dsn, search_path=schema)
+    finally:
+        run_sql(dsn, "SET lock_timeout = '20s'", f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')

@@ -4,21 +4,16 @@ cancel jobs, throughput, a worker's latest assignments; checked in the database.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import httpx
 import pytest
-from e2e_helpers import wait_until
+from e2e_helpers import qctl_runner, stack_env, wait_until
 
 from qshared.client import job_body
 
 pytestmark = pytest.mark.e2e
 
-QCTL = Path(sys.executable).with_name("qctl")
 # Without a wake-up the dispatcher would look again only after 30 s: a resume that runs the
 # queue's jobs at once shows that it woke the dispatcher.
 POLL = 30.0
@@ -43,18 +38,7 @@ def registry(stack):
 def qctl(stack, tmp_path_factory):
     """qctl(*args, code=0) -> the finished `qctl args...` process, pointed at the stack by the
     environment (an empty config dir: no context gets in the way)."""
-    env = dict(os.environ)
-    env.update(QSTACK_SCHEDULER_URL=stack.scheduler_url, QSTACK_REGISTRY_URL=stack.registry_url,
-               QSTACK_FAILOVER_URL=stack.services["failover"].url, QSTACK_TOKEN=stack.token,
-               QSTACK_CONFIG_DIR=str(tmp_path_factory.mktemp("qctl-config")), COLUMNS="250")
-
-    def run(*args: str, code: int = 0) -> subprocess.CompletedProcess[str]:
-        done = subprocess.run([str(QCTL), *args], env=env, capture_output=True, text=True,
-                              timeout=60)
-        assert done.returncode == code, f"qctl {' '.join(args)}: {done.stdout}{done.stderr}"
-        return done
-
-    return run
+    return qctl_runner(stack_env(stack, tmp_path_factory.mktemp("qctl-config")))
 
 
 def enqueue(stack, n: int, task: str = "noop", **options) -> list[int]:

@@ -7,19 +7,16 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import uuid
-from pathlib import Path
 
 import pytest
-from e2e_helpers import wait_until
+from e2e_helpers import qctl_runner, wait_until
 
 from qctl.contexts import Context, ContextStore
 from qshared.client import Client, job_body
 
 pytestmark = pytest.mark.e2e
 
-QCTL = Path(sys.executable).with_name("qctl")
 TTL = 4.0
 ENV = {
     "WORKER_HEALTH_CHECK_INTERVAL": "1", "WORKER_REGISTRATION_TTL": str(int(TTL)),
@@ -46,13 +43,7 @@ def qctl(stack, tmp_path_factory):
     env = {k: v for k, v in os.environ.items() if k not in _ENDPOINT_VARS}
     env.update(QSTACK_CONFIG_DIR=str(config), COLUMNS="250")
 
-    def run(*args: str, code: int = 0) -> subprocess.CompletedProcess[str]:
-        done = subprocess.run([str(QCTL), *args], env=env, capture_output=True, text=True,
-                              timeout=60)
-        assert done.returncode == code, f"qctl {' '.join(args)}: {done.stdout}{done.stderr}"
-        return done
-
-    return run
+    return qctl_runner(env)
 
 
 def as_json(done: subprocess.CompletedProcess[str]):

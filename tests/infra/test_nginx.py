@@ -288,6 +288,10 @@ ROUTE_REQUESTS: dict[tuple[str, str], tuple[str, Any]] = {
     ("post", "/api/v1/workers"): ("/api/v1/workers", {}),
     ("get", "/api/v1/workers"): ("/api/v1/workers", None),
     ("get", "/admin/queue/workers"): ("/admin/queue/workers?status=active", None),
+    ("get", "/admin/queue/workers/validate"):
+        ("/admin/queue/workers/validate?max_clock_skew_ms=-1", None),
+    ("get", "/admin/queue/workers/resources"): ("/admin/queue/workers/resources?seconds=60", None),
+    ("get", "/admin/queue/workers/config"): ("/admin/queue/workers/config?all=true", None),
     ("get", "/api/v1/workers/stats"): ("/api/v1/workers/stats", None),
     ("get", "/api/v1/workers/{worker_id}"): ("/api/v1/workers/{worker}", None),
     ("post", "/api/v1/workers/{worker_id}/heartbeat"): ("/api/v1/workers/{worker}/heartbeat", {}),
@@ -299,6 +303,19 @@ ROUTE_REQUESTS: dict[tuple[str, str], tuple[str, Any]] = {
     ("post", "/admin/queue/failover/recover"): ("/admin/queue/failover/recover", {"force": 1}),
     ("post", "/admin/queue/failover/cleanup-crashed"):
         ("/admin/queue/failover/cleanup-crashed", None),
+    # retention: each body is rejected (no days, negative days, an unknown field, a status
+    # that is not final), so nothing is deleted
+    ("post", "/admin/queue/failover/cleanup/health-checks"):
+        ("/admin/queue/failover/cleanup/health-checks", {}),
+    ("post", "/admin/queue/failover/cleanup/failover-events"):
+        ("/admin/queue/failover/cleanup/failover-events", {"days": -1}),
+    ("post", "/admin/queue/failover/cleanup/orphaned-assignments"):
+        ("/admin/queue/failover/cleanup/orphaned-assignments", {"unknown": 1}),
+    ("post", "/admin/queue/failover/cleanup/jobs"):
+        ("/admin/queue/failover/cleanup/jobs", {"days": 1, "statuses": ["running"]}),
+    ("get", "/admin/queue/failover/retention"): ("/admin/queue/failover/retention", None),
+    ("post", "/admin/queue/failover/retention/run"):
+        ("/admin/queue/failover/retention/run", {"unknown": 1}),
     ("get", "/health"): ("/health", None),
 }
 
@@ -386,7 +403,7 @@ def test_health_is_the_systems_and_not_logged(stack, gateway, via):
     via.get("/api/v1/workers")
     log = gateway.access_log()
     assert any('"GET /api/v1/workers HTTP/1.1" 200' in line for line in log), log
-    assert not [line for line in log if "/health" in line], log
+    assert not [line for line in log if '"GET /health ' in line], log
 
 
 @pytest.mark.e2e

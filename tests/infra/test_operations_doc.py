@@ -45,7 +45,9 @@ COMPOSE_SUBCOMMANDS = {"build", "up", "ps", "logs", "down", "pull", "restart", "
 # qctl commands that only read: they run against the stack.
 READ_ONLY = {("health",), ("worker", "list"), ("worker", "show"), ("worker", "stats"),
              ("queue", "stats"), ("queue", "list-locks"), ("failover", "events"),
-             ("job", "list"), ("job", "show"), ("db", "status")}
+             ("job", "list"), ("job", "show"), ("db", "status"), ("db", "performance-stats"),
+             ("worker", "validate-pool"), ("worker", "validate-config"),
+             ("worker", "resource-stats")}
 PLACEHOLDER = re.compile(r"<([a-z-]+)>")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from qctl.commands.backup import backup, restore
 from qctl.commands.context import context_group
 from qctl.commands.db import db_group
 from qctl.commands.demo import demo
@@ -48,5 +49,5 @@ def cli() -> None:
 
 
 for _command in (up, demo, enqueue, health, context_group, db_group, failover_group, job_group,
-                 queue_group, worker_group):
+                 queue_group, worker_group, backup, restore):
     cli.add_command(_command)

@@ -116,3 +116,16 @@ def migrate(dsn: str) -> list[str]:
 def migration_status(dsn: str) -> list[dict[str, Any]]:
     """Sync form of `status_async`."""
     return run_sync(lambda: status_async(dsn))
+
+
+def with_storage(dsn: str, action: Callable[[Storage], Awaitable[T]]) -> T:
+    """Open the database, run `action` on it and close it again (sync)."""
+
+    async def run() -> T:
+        storage = await _open(dsn)
+        try:
+            return await action(storage)
+        finally:
+            await storage.close()
+
+    return run_sync(run)

@@ -113,6 +113,28 @@ class Settings(BaseSettings):
         60.0, ge=0, description="Seconds an expired lock row stays visible before clean-up."
     )
 
+    # Retention: the failover leader's scheduled clean-ups (days may be fractions; 0 = keep)
+    qstack_retention_interval: float = Field(
+        3600.0, ge=0, description="Seconds between the failover leader's retention runs (0: off)."
+    )
+    qstack_retention_health_checks_days: float = Field(
+        30.0, ge=0, le=36500, description="Days worker_health_checks rows are kept (0: forever)."
+    )
+    qstack_retention_failover_events_days: float = Field(
+        90.0, ge=0, le=36500, description="Days failover_events rows are kept (0: forever)."
+    )
+    # A week: enough to look into last week's results and unique_key duplicates, while the
+    # jobs table (every dispatch and status change works on it) stays small.
+    qstack_retention_jobs_days: float = Field(
+        7.0, ge=0, le=36500,
+        description="Days succeeded and cancelled jobs (with their assignments) are kept after "
+                    "they finish (0: forever).",
+    )
+    qstack_retention_dead_jobs_days: float = Field(
+        30.0, ge=0, le=36500,
+        description="Days dead jobs (with their assignments) are kept after they die (0: forever).",
+    )
+
     @field_validator("worker_queues")
     @classmethod
     def _queues_not_empty(cls, value: str) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 JobStatus = Literal["pending", "assigned", "running", "succeeded", "dead", "cancelled"]
 WorkerStatus = Literal["active", "draining", "stopped", "failed"]
@@ -231,6 +231,10 @@ class WorkerIn(Strict):
     prefetch: int = Field(0, ge=0, le=100000)
     version: str = Field("", max_length=64)
     admin_url: str | None = Field(None, max_length=512)
+    config: dict[str, Any] = Field(
+        default_factory=dict, max_length=100,
+        description="The worker's pool-wide settings (compared by `worker validate-pool`).",
+    )
 
 
 class HealthIn(Strict):
@@ -242,6 +246,9 @@ class HealthIn(Strict):
     loop_lag_ms: float = Field(0.0, ge=0)
     jobs_failed_recent: int = Field(0, ge=0)
     jobs_done_recent: int = Field(0, ge=0)
+    sent_at: float | None = Field(
+        None, gt=0, description="The worker's wall clock (Unix seconds) when it sent this.",
+    )
 
 
 class HeartbeatIn(Strict):
@@ -288,6 +295,8 @@ class WorkerOut(BaseModel):
     cpu_percent: float | None = None
     memory_bytes: int | None = None
     loop_lag_ms: float | None = None
+    clock_skew_ms: float | None = None
+    config: dict[str, Any] = Field(default_factory=dict)
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> WorkerOut:
@@ -345,6 +354,79 @@ class WorkerStatsListOut(BaseModel):
     """Every worker's statistics."""
 
     workers: list[WorkerStatsOut]
+
+
+class PoolProblemOut(BaseModel):
+    """One finding of `worker validate-pool`."""
+
+    check: str
+    subject: str
+    message: str
+
+
+class PoolReportOut(BaseModel):
+    """The pool doctor's verdict: each check with its number of findings, and the findings."""
+
+    ok: bool
+    workers: int
+    queues: int
+    checks: dict[str, int]
+    problems: list[PoolProblemOut]
+
+
+class ResourceStatOut(BaseModel):
+    """One worker's health figures over the window."""
+
+    worker_id: str
+    hostname: str
+    status: WorkerStatus
+    concurrency: int
+    checks: int
+    not_healthy: int
+    cpu_avg: float | None
+    cpu_max: float | None
+    cpu_last: float | None
+    memory_avg: float | None
+    memory_max: int | None
+    memory_last: int | None
+    in_flight_avg: float | None
+    in_flight_max: int | None
+    utilization: float | None = Field(None, description="Average in-flight / concurrency.")
+    loop_lag_avg_ms: float | None
+    loop_lag_max_ms: float | None
+    last_checked_at: datetime
+
+
+class ResourceStatsOut(BaseModel):
+    """`worker resource-stats`: per worker, and the pool's totals."""
+
+    seconds: float
+    workers: list[ResourceStatOut]
+    totals: dict[str, float]
+
+
+class PoolWorkerConfigOut(BaseModel):
+    """One worker's configuration as exported."""
+
+    id: str
+    hostname: str
+    status: WorkerStatus
+    queues: list[str]
+    concurrency: int
+    prefetch: int
+    version: str
+    admin_url: str | None
+    config: dict[str, Any]
+
+
+class PoolConfigOut(BaseModel):
+    """`worker export-config`: the pool's configuration."""
+
+    exported_at: datetime
+    workers: list[PoolWorkerConfigOut]
+    queues: dict[str, list[str]] = Field(description="Each queue with the workers serving it.")
+    skew: dict[str, dict[str, list[str]]] = Field(
+        description="Settings whose values differ between workers: value -> worker ids.")
 
 
 class ErrorBody(BaseModel):
@@ -483,3 +565,102 @@ class RecoverOut(BaseModel):
     stale_locks: list[str]
     held_back: list[str]
     note: str | None
+
+
+# -- retention --------------------------------------------------------------------------
+_FINISHED = ("succeeded", "dead", "cancelled")
+_DAYS = Field(strict=True, ge=0, le=36500,
+              description="Delete rows older than this many days (fractions allowed; 0: all "
+                          "rows up to now).")
+
+
+class CleanupDaysIn(Strict):
+    """A clean-up of the rows older than `days`."""
+
+    days: float = _DAYS
+
+
+class CleanupJobsIn(Strict):
+    """A clean-up of finished jobs (with their assignments) that finished more than `days`
+    ago."""
+
+    days: float = _DAYS
+    statuses: list[str] = Field(
+        default_factory=lambda: ["succeeded", "cancelled"], min_length=1, max_length=3,
+        json_schema_extra={"items": {"type": "string", "enum": list(_FINISHED)}},
+        description="Finished states whose jobs go (default succeeded and cancelled).",
+    )
+
+    @field_validator("statuses")
+    @classmethod
+    def _finished_states(cls, statuses: list[str]) -> list[str]:
+        for status in statuses:
+            if status not in _FINISHED:
+                raise ValueError(f"{status!r} is not a finished state (one of "
+                                 f"{', '.join(_FINISHED)})")
+        return [s for s in _FINISHED if s in statuses]
+
+
+class CleanupOrphansIn(Strict):
+    """A clean-up of orphaned job assignments (no options)."""
+
+
+class CleanupOut(BaseModel):
+    """What one clean-up deleted."""
+
+    table: str
+    deleted: int
+    older_than_days: float
+
+
+class CleanupJobsOut(CleanupOut):
+    """What a clean-up of finished jobs deleted (their assignment rows went with them)."""
+
+    statuses: list[str]
+
+
+class CleanupOrphansOut(BaseModel):
+    """Assignment rows deleted (their job is gone) and closed (their job moved on)."""
+
+    table: str
+    deleted: int
+    closed: int
+
+
+class RetentionPolicyOut(BaseModel):
+    """The retention settings: days each table keeps its rows (0: forever), and the interval
+    of the failover leader's runs (0: no schedule)."""
+
+    interval_s: float
+    health_checks_days: float
+    failover_events_days: float
+    jobs_days: float = Field(description="Succeeded and cancelled jobs.")
+    dead_jobs_days: float
+
+
+class RetentionRunOut(BaseModel):
+    """One retention run: rows deleted per table, open assignments closed, the steps a 0
+    setting skipped, and the error that ended it early (None when it completed)."""
+
+    trigger: Literal["schedule", "manual"]
+    started_at: datetime
+    finished_at: datetime
+    duration_s: float
+    deleted: dict[str, int]
+    closed_assignments: int
+    skipped: list[str]
+    error: str | None
+
+
+class RetentionRunIn(Strict):
+    """A retention run now, with the configured policy (no options)."""
+
+
+class RetentionOut(BaseModel):
+    """The retention policy, whether this replica runs the schedule, and its last run."""
+
+    policy: RetentionPolicyOut
+    scheduled: bool = Field(description="Whether this replica runs the schedule (it leads "
+                                        "failover and the interval is not 0).")
+    next_run_in_s: float | None
+    last_run: RetentionRunOut | None

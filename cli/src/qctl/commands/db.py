@@ -1,11 +1,14 @@
-"""`qctl db`: apply migrations and show which are applied (direct database access)."""
+"""`qctl db`: apply migrations, show which are applied, and the database's performance
+statistics (direct database access)."""
 
 from __future__ import annotations
+
+from datetime import UTC, datetime
 
 import click
 
 from qctl import output
-from qctl.database import migrate, migration_status, redact, resolve_dsn
+from qctl.database import migrate, migration_status, redact, resolve_dsn, with_storage
 from qctl.errors import FAILED, CliError, exit_code_for
 from qctl.options import output_format, output_option
 from qshared.errors import QstackError, StorageError
@@ -15,7 +18,7 @@ _DB_HELP = "Database URL (default: DATABASE_URL, DB_*, or the running embedded P
 
 @click.group("db")
 def db_group() -> None:
-    """Database schema: `qctl db migrate`, `qctl db status`."""
+    """Database schema and health: migrate, status, performance-stats."""
 
 
 @db_group.command("migrate")
@@ -66,3 +69,60 @@ def db_status(ctx: click.Context, db: str | None) -> None:
         )
     if pending:
         raise CliError(f"{len(pending)} migration(s) pending: run `qctl db migrate`", FAILED)
+
+
+@db_group.command("performance-stats")
+@click.option("--db", metavar="URL", help=_DB_HELP)
+@output_option
+@click.pass_context
+def db_performance_stats(ctx: click.Context, db: str | None) -> None:
+    """Check database performance: server, qstack tables and indexes, slowest statements
+    (pg_stat_statements, when installed) and the round-trip latency."""
+    dsn, source = resolve_dsn(db)
+    try:
+        stats = with_storage(dsn, lambda storage: storage.performance_stats())
+    except StorageError as exc:
+        raise CliError(f"database {redact(dsn)} ({source}): {exc.message}",
+                       exit_code_for(exc)) from None
+    if output_format(ctx) == "json":
+        output.print_json({"database": redact(dsn), **stats})
+        return
+    s, lat = stats["server"], stats["latency_ms"]
+    hit = s["cache_hit_ratio"]
+    output.fields({
+        "version": s["version"], "database": f"{s['database']} (schema {s['schema']})",
+        "size": output.size(s["database_bytes"]),
+        "connections": f"{s['connections']} of {s['max_connections']} "
+                       f"({s['database_connections']} to this database)",
+        "cache hit ratio": "-" if hit is None else f"{hit * 100:.2f}%",
+        "transactions": f"{s['commits']} committed, {s['rollbacks']} rolled back",
+        "deadlocks": s["deadlocks"],
+        "temp files": f"{s['temp_files']} ({output.size(s['temp_bytes'])})",
+        "round trip": f"median {lat['median']:.2f}ms, max {lat['max']:.2f}ms "
+                      f"({lat['samples']} x SELECT 1)",
+    }, title=f"{redact(dsn)} ({source})")
+    now = datetime.now(UTC)
+
+    def ago(*stamps: datetime | None) -> str:
+        latest = max((t for t in stamps if t is not None), default=None)
+        return "never" if latest is None else output.age((now - latest).total_seconds()) + " ago"
+
+    output.table(stats["tables"], [
+        ("TABLE", "table"), ("EST. ROWS", "estimated_rows"),
+        ("SIZE", lambda r: output.size(r["total_bytes"])), ("SEQ SCANS", "seq_scan"),
+        ("IDX SCANS", "idx_scan"), ("DEAD ROWS", "dead_rows"),
+        ("VACUUMED", lambda r: ago(r["last_vacuum"], r["last_autovacuum"])),
+        ("ANALYZED", lambda r: ago(r["last_analyze"], r["last_autoanalyze"])),
+    ], title="tables")
+    output.table(stats["indexes"], [
+        ("TABLE", "table"), ("INDEX", "index"), ("SCANS", "scans"),
+        ("SIZE", lambda r: output.size(r["size_bytes"])),
+    ], title="indexes")
+    statements = stats["statements"]
+    if statements["available"]:
+        output.table(statements["rows"], [
+            ("MEAN MS", "mean_ms"), ("MAX MS", "max_ms"), ("CALLS", "calls"),
+            ("TOTAL MS", "total_ms"), ("QUERY", lambda r: " ".join(r["query"].split())[:100]),
+        ], title="slowest statements (pg_stat_statements)", empty="no statements recorded")
+    else:
+        output.warn(statements["note"])

@@ -1,5 +1,5 @@
-"""`qctl queue` (list, stats, pause, resume, locks) and `qctl health`: queue depths and
-controls, locks and service health."""
+"""`qctl queue` (list, stats, pause, resume, locks, clean-ups, retention) and `qctl health`:
+queue depths and controls, locks, the retention clean-ups and service health."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import httpx
 
 from qctl import options, output
 from qctl.errors import FAILED, UNREACHABLE, CliError
+from qshared.storage.base import MAX_RETENTION_DAYS
 
 STATS_COLUMNS: list[output.Column] = [
     ("QUEUE", "queue"), ("PENDING", "pending"), ("SCHEDULED", "scheduled"),
@@ -37,7 +38,7 @@ def _expires_in(seconds: Any) -> str:
     return output.age(seconds) if seconds >= 0 else f"expired {output.age(-seconds)} ago"
 
 
-@click.group("queue", short_help="Queues (list, stats, pause, resume) and locks.")
+@click.group("queue", short_help="Queues (list, stats, pause, resume), locks, clean-ups.")
 def queue_group() -> None:
     """Queues and locks as the scheduler sees them (`qctl queue stats`, also `queue:stats`)."""
 
@@ -113,6 +114,151 @@ def clear_stale_locks(ctx: click.Context) -> None:
     output.success(f"cleared {result.get('cleared', len(keys))} stale lock(s)")
     if keys:
         click.echo("\n".join(keys))
+
+
+# -- retention: the failover watcher's clean-ups ------------------------------------------
+CLEANUP_PATH = "/admin/queue/failover/cleanup/"
+RETENTION_PATH = "/admin/queue/failover/retention"
+CLEANUP_TIMEOUT = 600.0  # a first clean-up of a large backlog deletes batch after batch
+FINISHED = ("succeeded", "cancelled", "dead")
+
+
+def _days(value: Any) -> str:
+    if not isinstance(value, int | float):
+        return "-"
+    return "keep forever" if value == 0 else f"{value:g} days"
+
+
+CLEANUP_COLUMNS: list[output.Column] = [
+    ("TABLE", "table"), ("DELETED", "deleted"),
+    ("OLDER THAN", lambda r: f"{r['older_than_days']:g} days"),
+]
+ORPHAN_COLUMNS: list[output.Column] = [
+    ("TABLE", "table"), ("DELETED (JOB GONE)", "deleted"), ("CLOSED (JOB MOVED ON)", "closed"),
+]
+JOB_CLEANUP_COLUMNS: list[output.Column] = [
+    ("TABLE", "table"), ("STATUSES", "statuses"), *CLEANUP_COLUMNS[1:],
+]
+
+class Days(click.ParamType):
+    """A number of days from 0 to MAX_RETENTION_DAYS, fractions allowed."""
+
+    name = "days"
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> float:
+        try:
+            days = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number of days", param, ctx)
+        if not 0 <= days <= MAX_RETENTION_DAYS:  # NaN fails too
+            self.fail(f"{value} is not between 0 and {MAX_RETENTION_DAYS:g} days", param, ctx)
+        return days
+
+
+days_option = click.option(
+    "--days", type=Days(), required=True, metavar="N",
+    help="Delete rows older than N days (fractions allowed; 0: every row up to now).",
+)
+
+
+def _cleanup(ctx: click.Context, what: str, body: dict[str, Any],
+             columns: list[output.Column]) -> None:
+    client = options.failover(ctx, timeout=CLEANUP_TIMEOUT)
+    result = client.request("POST", CLEANUP_PATH + what, body)
+    output.emit(options.output_format(ctx), result, [result], columns)
+
+
+@queue_group.command("cleanup-health-checks")
+@days_option
+@options.remote_command
+@click.pass_context
+def cleanup_health_checks(ctx: click.Context, days: float) -> None:
+    """Delete worker health checks older than N days (the specification runs --days=30)."""
+    _cleanup(ctx, "health-checks", {"days": days}, CLEANUP_COLUMNS)
+
+
+@queue_group.command("cleanup-failover-events")
+@days_option
+@options.remote_command
+@click.pass_context
+def cleanup_failover_events(ctx: click.Context, days: float) -> None:
+    """Delete failover events older than N days (the specification runs --days=90)."""
+    _cleanup(ctx, "failover-events", {"days": days}, CLEANUP_COLUMNS)
+
+
+@queue_group.command("cleanup-orphaned-assignments")
+@options.remote_command
+@click.pass_context
+def cleanup_orphaned_assignments(ctx: click.Context) -> None:
+    """Delete job assignment rows whose job is gone, and close the open ones whose job has
+    moved on (finished, requeued or assigned again); a live assignment stays."""
+    _cleanup(ctx, "orphaned-assignments", {}, ORPHAN_COLUMNS)
+
+
+@queue_group.command("cleanup-jobs")
+@days_option
+@click.option("--status", "statuses", type=click.Choice(FINISHED), multiple=True,
+              help="A finished state whose jobs go; repeat it for more (default: succeeded "
+                   "and cancelled).")
+@options.remote_command
+@click.pass_context
+def cleanup_jobs(ctx: click.Context, days: float, statuses: tuple[str, ...]) -> None:
+    """Delete finished jobs that finished more than N days ago, with their assignment rows.
+    Pending, assigned and running jobs are never deleted."""
+    body: dict[str, Any] = {"days": days}
+    if statuses:
+        body["statuses"] = list(statuses)
+    _cleanup(ctx, "jobs", body, JOB_CLEANUP_COLUMNS)
+
+
+def _show_run(run: dict[str, Any], title: str) -> None:
+    output.fields({
+        "trigger": run.get("trigger"), "started at": run.get("started_at"),
+        "took": output.age(run.get("duration_s")),
+        "open assignments closed": run.get("closed_assignments"),
+        "skipped (kept forever)": ", ".join(run.get("skipped") or []) or "none",
+        "error": run.get("error"),
+    }, title=title)
+    rows = [{"table": t, "deleted": n} for t, n in (run.get("deleted") or {}).items()]
+    output.table(rows, [("TABLE", "table"), ("DELETED", "deleted")])
+
+
+@queue_group.command("retention")
+@click.option("--run", "run_now", is_flag=True,
+              help="Run every clean-up of the policy now and show what it deleted.")
+@options.remote_command
+@click.pass_context
+def retention(ctx: click.Context, run_now: bool) -> None:
+    """The retention policy the failover leader applies each QSTACK_RETENTION_INTERVAL, and
+    the last run of the replica that answers; --run runs it now."""
+    client = options.failover(ctx, timeout=CLEANUP_TIMEOUT)
+    if run_now:
+        run = client.request("POST", RETENTION_PATH + "/run")
+        if options.output_format(ctx) == "json":
+            output.print_json(run)
+        else:
+            _show_run(run, "retention run")
+        return
+    state = client.request("GET", RETENTION_PATH)
+    if options.output_format(ctx) == "json":
+        output.print_json(state)
+        return
+    policy = state["policy"]
+    interval = policy["interval_s"]
+    output.fields({
+        "schedule": f"every {output.age(interval)}" if interval else "off",
+        "this replica runs it": state.get("scheduled"),
+        "next run in": output.age(state.get("next_run_in_s")),
+        "worker_health_checks": _days(policy["health_checks_days"]),
+        "failover_events": _days(policy["failover_events_days"]),
+        "jobs (succeeded, cancelled)": _days(policy["jobs_days"]),
+        "jobs (dead)": _days(policy["dead_jobs_days"]),
+    }, title="retention policy")
+    if state.get("last_run"):
+        _show_run(state["last_run"], "last run")
+    else:
+        output.show("no retention run on this replica yet")
 
 
 def _probe(name: str, url: str) -> dict[str, Any]:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
+import time
+from pathlib import Path
 
 import click
 
@@ -92,52 +95,91 @@ def _worker_ids(worker_id: str | None, worker_id_opt: str | None) -> str:
     return chosen
 
 
-def _action(ctx: click.Context, worker_id: str, method: str, path: str, done: str) -> None:
+STOPPED = ("stopped", "failed")
+
+
+def _wait_stopped(ctx: click.Context, worker_ids: list[str], timeout: float) -> dict[str, str]:
+    """Poll the registry until every worker is stopped (or failed); their final states."""
+    client = options.registry(ctx)
+    deadline = time.monotonic() + timeout
+    while True:
+        states = {w["id"]: w["status"] for w in client.request("GET", "/api/v1/workers")["workers"]
+                  if w["id"] in worker_ids}
+        waiting = [i for i in worker_ids if states.get(i) not in STOPPED]
+        if not waiting:
+            return states
+        if time.monotonic() > deadline:
+            still = ", ".join(f"{i} ({states.get(i, '?')})" for i in waiting)
+            raise CliError(f"still running after {timeout:g}s: {still}", FAILED)
+        time.sleep(0.25)
+
+
+def _action(ctx: click.Context, worker_id: str, method: str, path: str, done: str,
+            wait: float | None = None) -> None:
     result = options.registry(ctx).request(method, f"/api/v1/workers/{worker_id}{path}")
+    if wait is not None:
+        started = time.monotonic()
+        result["status"] = _wait_stopped(ctx, [worker_id], wait)[worker_id]
+        done = f"{result['status']} after {time.monotonic() - started:.1f}s"
     if options.output_format(ctx) == "json":
         output.print_json(result)
     else:
         output.success(f"worker {worker_id}: {done}")
 
 
-def _worker_command(name: str, method: str, path: str, done: str, doc: str) -> click.Command:
-    @click.argument("worker_id", required=False)
-    @click.option("--worker-id", "worker_id_opt", metavar="ID",
-                  help="The worker (the specification's spelling).")
-    @click.option("--graceful", is_flag=True, hidden=True,
-                  help="Accepted for the specification; stopping is always graceful.")
-    @options.remote_command
-    @click.pass_context
+_GRACEFUL = click.option(
+    "--graceful", is_flag=True,
+    help="The specification's flag; stopping is always graceful (in-flight jobs finish, "
+         "unstarted ones go back to pending).")
+_WAIT = click.option("--wait", is_flag=True, help="Return only once the worker(s) stopped.")
+_TIMEOUT = click.option(
+    "--timeout", type=click.FloatRange(min=0), default=120.0, show_default=True,
+    metavar="SECONDS", help="How long --wait waits (exit 1 when it runs out).")
+
+
+def _worker_command(name: str, method: str, path: str, done: str, doc: str,
+                    can_wait: bool = False) -> click.Command:
     def command(ctx: click.Context, worker_id: str | None, worker_id_opt: str | None,
-                graceful: bool) -> None:
-        _action(ctx, _worker_ids(worker_id, worker_id_opt), method, path, done)
+                graceful: bool = True, wait: bool = False, timeout: float = 0) -> None:
+        _action(ctx, _worker_ids(worker_id, worker_id_opt), method, path, done,
+                timeout if wait else None)
 
     command.__doc__ = doc
+    if can_wait:
+        command = _GRACEFUL(_WAIT(_TIMEOUT(command)))
+    command = click.argument("worker_id", required=False)(
+        click.option("--worker-id", "worker_id_opt", metavar="ID",
+                     help="The worker (the specification's spelling).")(
+            options.remote_command(click.pass_context(command))))
     return worker_group.command(name)(command)
 
 
 _worker_command("drain", "POST", "/drain", "draining (takes no new jobs, finishes its own)",
                 "Stop giving the worker new jobs; it finishes what it has.")
 _worker_command("stop", "POST", "/stop", "stop requested (it finishes in-flight jobs, then exits)",
-                "Ask the worker to stop gracefully (in-flight jobs finish first).")
+                "Ask the worker to stop gracefully (in-flight jobs finish first).", can_wait=True)
 _worker_command("deregister", "DELETE", "", "deregistered",
                 "Remove the worker's registration (its unfinished jobs go back to pending).")
 
 
 @worker_group.command("stop-all")
-@click.option("--graceful", is_flag=True, hidden=True,
-              help="Accepted for the specification; stopping is always graceful.")
+@_GRACEFUL
+@_WAIT
+@_TIMEOUT
 @options.remote_command
 @click.pass_context
-def stop_all(ctx: click.Context, graceful: bool) -> None:
+def stop_all(ctx: click.Context, graceful: bool, wait: bool, timeout: float) -> None:
     """Ask every active or draining worker to stop gracefully."""
     client = options.registry(ctx)
     workers = client.request("GET", "/api/v1/workers")["workers"]
     targets = [w["id"] for w in workers if w.get("status") in ("active", "draining")]
     for worker_id in targets:
         client.request("POST", f"/api/v1/workers/{worker_id}/stop")
+    states = _wait_stopped(ctx, targets, timeout) if wait else {}
     if options.output_format(ctx) == "json":
-        output.print_json({"stopped": targets})
+        output.print_json({"stopped": targets, "states": states} if wait else {"stopped": targets})
+    elif wait:
+        output.success(f"{len(targets)} worker(s) stopped")
     else:
         output.success(f"stop requested for {len(targets)} worker(s)")
 
@@ -194,3 +236,122 @@ def start_worker(ctx: click.Context) -> None:
 def worker_health(ctx: click.Context) -> None:
     """Check the local worker's /health: the same as `qworker health ARGS...` (exit 0/1)."""
     _exec_qworker(["health", *ctx.args])
+
+
+# -- the pool: doctor, resources, configuration ---------------------------------------------
+@worker_group.command("validate-pool")
+@click.option("--max-clock-skew", type=click.FloatRange(min=0), default=1000.0,
+              show_default=True, metavar="MS",
+              help="How far a worker's clock may be from the database's.")
+@options.remote_command
+@click.pass_context
+def validate_pool(ctx: click.Context, max_clock_skew: float) -> None:
+    """The pool doctor; exit 1 when it finds anything.
+
+    Checks: active workers exist; every queue with waiting jobs has an active worker; no
+    live-looking worker has a stale heartbeat; workers run one version and agree on the
+    pool-wide settings; no stopped or failed worker still holds jobs; no lock is held by a
+    gone worker or left long expired; the dispatcher and the failover watcher each have a
+    leader; worker clocks are within --max-clock-skew of the database's.
+    """
+    report = options.registry(ctx).request("GET", "/admin/queue/workers/validate",
+                                           max_clock_skew_ms=max_clock_skew)
+    if options.output_format(ctx) == "json":
+        output.print_json(report)
+    else:
+        rows = [{"check": name, "result": "ok" if not n else f"{n} problem(s)"}
+                for name, n in report["checks"].items()]
+        output.table(rows, [("CHECK", "check"), ("RESULT", "result")],
+                     title=f"{report['workers']} worker(s), {report['queues']} queue(s)")
+        if report["problems"]:
+            click.echo()
+            output.table(report["problems"], [("CHECK", "check"), ("SUBJECT", "subject"),
+                                              ("PROBLEM", "message")], title="problems")
+    if not report["ok"]:
+        raise CliError(f"the pool has {len(report['problems'])} problem(s)", FAILED)
+    if options.output_format(ctx) != "json":
+        output.success("the pool is healthy")
+
+
+RESOURCE_COLUMNS: list[output.Column] = [
+    ("WORKER", "worker_id"), ("STATUS", "status"), ("CHECKS", "checks"),
+    ("NOT OK", "not_healthy"),
+    ("CPU% AVG", lambda r: _round(r.get("cpu_avg"))), ("CPU% MAX", lambda r: _round(r.get("cpu_max"))),
+    ("MEM", lambda r: output.size(r.get("memory_last"))),
+    ("MEM MAX", lambda r: output.size(r.get("memory_max"))),
+    ("BUSY", lambda r: None if r.get("utilization") is None else f"{r['utilization']:.0%}"),
+    ("LAG MAX", lambda r: output.age((r.get("loop_lag_max_ms") or 0) / 1000)),
+]
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
+
+
+@worker_group.command("resource-stats")
+@click.option("--window", type=click.FloatRange(min=1), default=300.0, show_default=True,
+              metavar="SECONDS", help="Health checks of the last SECONDS.")
+@options.remote_command
+@click.pass_context
+def resource_stats(ctx: click.Context, window: float) -> None:
+    """CPU, memory, busy slots and event-loop lag per worker, from their health checks."""
+    data = options.registry(ctx).request("GET", "/admin/queue/workers/resources", seconds=window)
+    if options.output_format(ctx) == "json":
+        output.print_json(data)
+        return
+    totals = data["totals"]
+    output.table(data["workers"], RESOURCE_COLUMNS, empty="no health checks in the window",
+                 title=f"last {output.age(window)}: {totals['workers']:.0f} live worker(s), "
+                       f"{totals['concurrency']:.0f} slots, CPU {totals['cpu_last']:.0f}% "
+                       f"(of one core), memory {output.size(totals['memory_last'])}")
+
+
+@worker_group.command("export-config")
+@click.option("--out", "out", type=click.Path(dir_okay=False, writable=True, path_type=Path),
+              help="Write to FILE instead of stdout.")
+@click.option("--all", "everyone", is_flag=True, help="Stopped and failed workers too.")
+@options.remote_command
+@click.pass_context
+def export_config(ctx: click.Context, out: Path | None, everyone: bool) -> None:
+    """The pool's configuration as JSON: each worker's registration and pool-wide settings.
+
+    Always JSON (the specification redirects it into a backup file). `skew` lists the
+    settings whose values differ between workers.
+    """
+    data = options.registry(ctx).request("GET", "/admin/queue/workers/config",
+                                         **({"all": "true"} if everyone else {}))
+    if out is None:
+        output.print_json(data)
+        return
+    try:
+        out.write_text(json.dumps(data, indent=2) + "\n")
+    except OSError as exc:
+        raise CliError(f"cannot write {out}: {exc.strerror or exc}", FAILED) from None
+    output.success(f"wrote the configuration of {len(data['workers'])} worker(s) to {out}")
+
+
+@worker_group.command("validate-config")
+@click.option("--env-file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Read settings from this file too (the environment wins).")
+@options.output_option
+@click.pass_context
+def validate_config(ctx: click.Context, env_file: Path | None) -> None:
+    """Check this machine's worker configuration; exit 1 when a check fails.
+
+    Reads the settings as a worker would (environment, --env-file) and tries what it needs:
+    the database and its schema, Redis when QUEUE_DRIVER=redis, WORKER_APP, the registry.
+    """
+    from qctl.config_check import validate
+
+    checks, settings = validate(env_file)
+    failed = [c for c in checks if not c.ok]
+    if options.output_format(ctx) == "json":
+        output.print_json({"ok": not failed, "checks": [vars(c) for c in checks],
+                           "settings": settings})
+    else:
+        output.table([{"check": c.name, "result": "ok" if c.ok else "FAILED",
+                       "detail": c.detail} for c in checks],
+                     [("CHECK", "check"), ("RESULT", "result"), ("DETAIL", "detail")])
+    if failed:
+        raise CliError(f"{len(failed)} check(s) failed: " + ", ".join(c.name for c in failed),
+                       FAILED)

@@ -17,3 +17,14 @@ RESCUE_SECONDS = Histogram(
     "qstack_rescue_seconds", "From a dead worker's last heartbeat to its jobs being pending.",
     buckets=(0.5, 1, 2, 3, 4, 5, 7.5, 10, 15, 30, 60, 120),
 )
+RETENTION_DELETED = Counter(
+    "qstack_retention_deleted", "Rows deleted by retention runs and clean-up commands, by table.",
+    ["table"],
+)
+RETENTION_TABLES = ("worker_health_checks", "failover_events", "job_assignments", "jobs")
+for _table in RETENTION_TABLES:
+    RETENTION_DELETED.labels(table=_table)
+RETENTION_RUNS = Counter("qstack_retention_runs", "Retention runs, by result (ok, failed).",
+                         ["result"])
+for _result in ("ok", "failed"):
+    RETENTION_RUNS.labels(result=_result)

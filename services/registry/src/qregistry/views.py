@@ -4,15 +4,22 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from qregistry import metrics
+from qregistry import doctor, metrics
+from qregistry.doctor import Limits
 from qregistry.grading import grade
 from qshared.config import Settings
 from qshared.errors import Conflict, NotFound, ValidationFailed
 from qshared.http import json_response, read_model
+from qshared.pool import config_skew
 from qshared.schemas import (
     HeartbeatIn,
     HeartbeatOut,
+    PoolConfigOut,
+    PoolReportOut,
+    PoolWorkerConfigOut,
     RegisteredOut,
+    ResourceStatOut,
+    ResourceStatsOut,
     WorkerAssignmentOut,
     WorkerIn,
     WorkerListOut,
@@ -26,6 +33,7 @@ SETTINGS = web.AppKey("settings", Settings)
 STORAGE = web.AppKey("storage", Storage)
 
 RECENT_ASSIGNMENTS = 20  # in a worker's detail
+DEFAULT_MAX_CLOCK_SKEW_MS = 1000.0  # validate-pool: a worker's clock against the database's
 
 
 def _worker_id(request: web.Request) -> str:
@@ -52,7 +60,10 @@ async def heartbeat(request: web.Request) -> web.Response:
         loop_lag_ms=h.loop_lag_ms, cpu_percent=h.cpu_percent,
         jobs_done=h.jobs_done_recent, jobs_failed=h.jobs_failed_recent,
     )
-    health = {**h.model_dump(), "status": status, "details": {"reasons": reasons}}
+    details: dict[str, object] = {"reasons": reasons}
+    if h.sent_at is not None:  # compared with checked_at (the database's clock) for skew
+        details["sent_at"] = h.sent_at
+    health = {**h.model_dump(), "status": status, "details": details}
     storage = request.app[STORAGE]
     row = await storage.heartbeat(worker_id, health)
     if row is None:
@@ -107,6 +118,72 @@ async def list_workers(request: web.Request) -> web.Response:
     return json_response(WorkerListOut(workers=[WorkerOut.from_row(r) for r in rows]))
 
 
+def _number(request: web.Request, name: str, default: float, low: float, high: float) -> float:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValidationFailed(f"{name} must be a number, got {raw!r}") from None
+    if not low <= value <= high:
+        raise ValidationFailed(f"{name} must be between {low:g} and {high:g}, got {raw}")
+    return value
+
+
+async def validate_pool(request: web.Request) -> web.Response:
+    """`worker validate-pool`: unserved queues, stale heartbeats, skew, lock leaks, leaders."""
+    settings = request.app[SETTINGS]
+    limits = Limits(
+        ttl=settings.worker_registration_ttl, lock_grace=settings.qstack_lock_grace,
+        max_clock_skew_ms=_number(request, "max_clock_skew_ms", DEFAULT_MAX_CLOCK_SKEW_MS,
+                                  0, 3_600_000),
+    )
+    storage = request.app[STORAGE]
+    workers = await storage.list_workers(None)
+    queues = await storage.list_queues()
+    locks = await storage.list_locks()
+    found = doctor.diagnose(workers, queues, locks, limits)
+    return json_response(PoolReportOut(**doctor.report(found, workers=len(workers),
+                                                        queues=len(queues))))
+
+
+async def resource_stats(request: web.Request) -> web.Response:
+    """`worker resource-stats`: CPU, memory, load and loop lag per worker over a window."""
+    seconds = _number(request, "seconds", 300, 1, 30 * 86400)
+    rows = await request.app[STORAGE].resource_stats(seconds)
+    out = []
+    for r in rows:
+        avg = r["in_flight_avg"]
+        out.append(ResourceStatOut(**r, utilization=None if avg is None
+                                   else round(avg / r["concurrency"], 4)))
+    live = [r for r in out if r.status in ("active", "draining")]
+    totals = {
+        "workers": float(len(live)),
+        "concurrency": float(sum(r.concurrency for r in live)),
+        "cpu_last": sum(r.cpu_last or 0.0 for r in live),
+        "memory_last": float(sum(r.memory_last or 0 for r in live)),
+        "in_flight_avg": sum(r.in_flight_avg or 0.0 for r in live),
+    }
+    return json_response(ResourceStatsOut(seconds=seconds, workers=out, totals=totals))
+
+
+async def export_config(request: web.Request) -> web.Response:
+    """`worker export-config`: the live workers' registrations and pool-wide settings."""
+    storage = request.app[STORAGE]
+    everyone = request.query.get("all") in ("1", "true", "yes")
+    rows = [r for r in await storage.list_workers(None)
+            if everyone or r["status"] in doctor.LIVE_STATES]
+    workers = [PoolWorkerConfigOut(**WorkerOut.from_row(r).model_dump()) for r in rows]
+    queues: dict[str, list[str]] = {}
+    for w in workers:
+        for q in w.queues:
+            queues.setdefault(q, []).append(w.id)
+    skew = config_skew({w.id: w.config for w in workers})
+    return json_response(PoolConfigOut(exported_at=await storage.db_now(), workers=workers,
+                                       queues=dict(sorted(queues.items())), skew=skew))
+
+
 async def get_worker(request: web.Request) -> web.Response:
     storage = request.app[STORAGE]
     worker_id = _worker_id(request)
@@ -148,8 +225,8 @@ async def health(request: web.Request) -> web.Response:
     for w in workers:
         by_status[w["status"]] = by_status.get(w["status"], 0) + 1
     checks["workers"] = by_status
-    for role in ("dispatcher", "failover"):
-        lease = leases.get(f"qstack:leader:{role}")
+    for role in doctor.LEADER_ROLES:
+        lease = leases.get(doctor.leader_key(role))
         checks[f"{role}_leader"] = lease["owner"] if lease else None
     status, code = "ok", 200
     if checks["failover_leader"] is None or not by_status.get("active"):

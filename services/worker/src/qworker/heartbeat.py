@@ -65,7 +65,7 @@ class Heartbeat(threading.Thread):
     def beat(self) -> None:
         health = self.measure()
         try:
-            resp = self._http.post(self._path, json={"health": health})
+            resp = self._http.post(self._path, json={"health": {**health, "sent_at": time.time()}})
         except httpx.HTTPError as exc:
             log.warning("heartbeat failed: %s", exc)
             self.on_reply(0, {})

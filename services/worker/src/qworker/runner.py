@@ -17,12 +17,14 @@ import httpx
 
 from qshared.config import Settings
 from qshared.errors import StorageError
+from qshared.pool import pool_config
 from qshared.storage import Storage, worker_channel
 from qshared.storage.base import Assignment, Outcome
 from qworker import metrics
 from qworker.execution import execute
 from qworker.heartbeat import Heartbeat, LoopWatch
 from qworker.reporter import Reporter
+from qworker.tasks import task_names
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +105,7 @@ class Worker:
             "id": self.id, "hostname": socket.gethostname(), "pid": os.getpid(),
             "queues": self.queues, "concurrency": self.concurrency, "prefetch": self.prefetch,
             "version": VERSION, "admin_url": self.admin_url,
+            "config": pool_config(self.settings, task_names()),
         }
         delay = 0.2
         while True:

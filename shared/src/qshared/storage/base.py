@@ -3,16 +3,54 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+
+from qshared.errors import ValidationFailed
 
 JOB_STATES = ("pending", "assigned", "running", "succeeded", "dead", "cancelled")
 ACTIVE_STATES = ("assigned", "running")
 RETRYABLE_STATES = ("dead", "cancelled")
 CANCELLABLE_STATES = ("pending", "assigned")
 WORKER_STATES = ("active", "draining", "stopped", "failed")
+FINISHED_STATES = ("succeeded", "dead", "cancelled")
+RETENTION_BATCH = 5000  # rows one clean-up statement touches: a backlog never holds long locks
+MAX_RETENTION_DAYS = 36500.0
+# Every table the migrations create, in migration order: what a backup holds and what the
+# performance stats cover (a test checks it against the migrated schema).
+TABLES = (
+    "schema_migrations", "jobs", "queue_workers", "distributed_locks", "job_assignments",
+    "worker_health_checks", "failover_events", "system_snapshots", "queue_settings",
+)
+
+
+def retention_seconds(days: float) -> float:
+    """A retention in days (fractions allowed) as seconds.
+
+    Raises:
+        ValidationFailed: not a number between 0 and MAX_RETENTION_DAYS.
+    """
+    if isinstance(days, bool) or not isinstance(days, int | float) or not (
+        0 <= days <= MAX_RETENTION_DAYS
+    ):
+        raise ValidationFailed(f"days must be a number from 0 to {MAX_RETENTION_DAYS:g}, "
+                               f"got {days!r}")
+    return float(days) * 86400
+
+
+def finished_statuses(statuses: Sequence[str]) -> list[str]:
+    """The distinct statuses, each a finished state, in FINISHED_STATES order.
+
+    Raises:
+        ValidationFailed: one is not a finished state (named in the message).
+    """
+    for status in statuses:
+        if status not in FINISHED_STATES:
+            raise ValidationFailed(f"status {status!r} is not a finished state (one of "
+                                   f"{', '.join(FINISHED_STATES)})")
+    return [s for s in FINISHED_STATES if s in statuses]
 
 
 @dataclass(slots=True)
@@ -363,6 +401,12 @@ class Storage(abc.ABC):
         """Returns: the worker's latest health checks, newest first."""
 
     @abc.abstractmethod
+    async def resource_stats(self, seconds: float) -> list[dict[str, Any]]:
+        """Returns: per worker with health checks in the last `seconds`: its status and
+        concurrency, the number of checks, those not healthy, and average and peak CPU %,
+        memory, in-flight jobs and event-loop lag over the window, plus the latest values."""
+
+    @abc.abstractmethod
     async def worker_assignments(self, worker_id: str, limit: int) -> list[dict[str, Any]]:
         """Returns: the worker's latest assignments, newest first: job_id, queue_name, token,
         assigned_at, started_at, finished_at, outcome."""
@@ -455,6 +499,126 @@ class Storage(abc.ABC):
         self, worker_id: str | None = None, limit: int = 100
     ) -> list[dict[str, Any]]:
         """Returns: failover events, newest first."""
+
+    # -- retention ---------------------------------------------------------------------
+    @abc.abstractmethod
+    async def cleanup_health_checks(
+        self, older_than_days: float, *, batch: int = RETENTION_BATCH
+    ) -> int:
+        """Delete worker_health_checks rows checked more than `older_than_days` ago, `batch`
+        rows a statement until none is left.
+
+        Args:
+            older_than_days: the age in days, fractions allowed; 0 deletes every row up to now.
+            batch: the most rows one statement deletes.
+        Returns:
+            How many rows were deleted.
+        Raises:
+            ValidationFailed: `older_than_days` is negative or not a number.
+        """
+
+    @abc.abstractmethod
+    async def cleanup_failover_events(
+        self, older_than_days: float, *, batch: int = RETENTION_BATCH
+    ) -> int:
+        """Delete failover_events rows older than `older_than_days` (by failover_at), `batch`
+        rows a statement.
+
+        Args:
+            older_than_days: the age in days, fractions allowed; 0 deletes every row up to now.
+            batch: the most rows one statement deletes.
+        Returns:
+            How many rows were deleted.
+        Raises:
+            ValidationFailed: `older_than_days` is negative or not a number.
+        """
+
+    @abc.abstractmethod
+    async def cleanup_orphaned_assignments(self, *, batch: int = RETENTION_BATCH) -> dict[str, int]:
+        """Delete job_assignments rows whose job no longer exists, and close (finished_at
+        now, outcome 'orphaned') the open rows (no outcome, no finished_at) whose job has moved
+        on: it is no longer assigned or running under the row's token. The open row of a job
+        assigned or running under its token is left alone, whatever a dispatch pass does
+        meanwhile: each row is judged against its job in one statement.
+
+        Args:
+            batch: the most rows one statement looks at (deletes) or closes.
+        Returns:
+            `deleted` (rows of gone jobs) and `closed` (open rows of jobs that moved on).
+        """
+
+    @abc.abstractmethod
+    async def cleanup_finished_jobs(
+        self, older_than_days: float, statuses: Sequence[str] = ("succeeded", "cancelled"),
+        *, batch: int = RETENTION_BATCH,
+    ) -> int:
+        """Delete the jobs in one of `statuses` that finished more than `older_than_days` ago,
+        with their job_assignments rows, walking the jobs `batch` at a time. A pending,
+        assigned or running job is never deleted, however old; a job retried meanwhile is
+        judged by its current row.
+
+        Args:
+            older_than_days: the age of finished_at in days, fractions allowed.
+            statuses: finished states (FINISHED_STATES) whose jobs go.
+            batch: the most jobs one statement looks at.
+        Returns:
+            How many jobs were deleted.
+        Raises:
+            ValidationFailed: a bad `older_than_days`, or a status that is not a finished state.
+        """
+
+    # -- backup and restore ------------------------------------------------------------
+    @abc.abstractmethod
+    async def export_tables(self, write: Callable[[dict[str, Any] | list[Any]], Awaitable[None]]) -> None:
+        """Read every table of TABLES and the sequences in one read-only snapshot, streaming
+        (batches, never a whole table in memory), and hand them to `write` in this order:
+
+        - one dict: `taken_at` (the snapshot's time), `schema` (the applied migrations:
+          version, name), `tables` {table: rows} and `sequences` {name: last value handed out}
+          (identity columns as "table.column", fencing tokens as "qstack_fencing_seq");
+        - per table a dict: `table`, `columns` (names), `types` (qshared.backup.KINDS), then
+          one list per row (ordered by primary key) of plain values: int, float, bool, str,
+          aware datetime, bytes, and JSON columns as their JSON text (None is SQL NULL).
+
+        Raises:
+            StorageError: the database failed, or a column has a type the format lacks.
+        """
+
+    @abc.abstractmethod
+    async def import_tables(self, records: Iterable[dict[str, Any] | list[Any]]) -> dict[str, Any]:
+        """Load a backup into this migrated, empty database in one transaction.
+
+        Args:
+            records: a backup's header (its `sequences` are used) followed by, per table, a
+                dict `table`, `columns`, `types` and its rows as lists of portable values
+                (qshared.backup encoding), converted by this database's column types. Rows of
+                schema_migrations are skipped: the target's own (it was just migrated) stay.
+        Returns:
+            `tables` {table: rows loaded} and `sequences` {name: value set}; each sequence
+            is set to the backed-up value or the largest restored value, never lower than it
+            was, so new ids and fencing tokens stay above every restored one.
+        Raises:
+            Conflict: a table other than schema_migrations already holds rows.
+            BackupError: a record does not fit this schema or a value its column; nothing
+                was changed.
+            StorageError: the database failed; nothing was changed.
+        """
+
+    # -- performance -------------------------------------------------------------------
+    @abc.abstractmethod
+    async def performance_stats(self) -> dict[str, Any]:
+        """What an operator checks when the database seems slow, for the qstack tables of
+        this database (PostgreSQL: of the current schema).
+
+        Returns:
+            `server`: version, database size, connections and their maximum, cache hit
+            ratio, transactions committed and rolled back, deadlocks, temp files and bytes;
+            `tables`: per table estimated rows, sizes, sequential and index scans, dead rows,
+            last (auto)vacuum and (auto)analyze; `indexes`: per index scans and size;
+            `statements`: `available`, a `note` when not, and the slowest `rows` (from
+            pg_stat_statements when it is installed); `latency_ms`: median, min and max of
+            `samples` round trips of a trivial query.
+        """
 
 
 Opener = Callable[..., Awaitable[Storage]]

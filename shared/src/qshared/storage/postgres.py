@@ -8,7 +8,7 @@ import dataclasses
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import datetime
 from importlib import resources
 from typing import Any
@@ -17,7 +17,9 @@ import asyncpg
 import orjson
 
 from qshared.errors import StorageError
+from qshared.storage import pg_backup, pg_stats
 from qshared.storage.base import (
+    RETENTION_BATCH,
     WORKER_STATES,
     Assignment,
     Callback,
@@ -30,6 +32,8 @@ from qshared.storage.base import (
     Storage,
     Subscription,
     WorkerSlots,
+    finished_statuses,
+    retention_seconds,
 )
 from qshared.storage.pg_sessions import PgLiveness, PgSubscription, liveness_key
 from qshared.storage.queries import load_queries
@@ -400,7 +404,7 @@ class PostgresStorage(Storage):
         row = await self._pool.fetchrow(
             self._q["register_worker"], worker["id"], worker["hostname"], worker["pid"],
             ",".join(worker["queues"]), worker["concurrency"], worker.get("prefetch", 0),
-            worker.get("version", ""), worker.get("admin_url"),
+            worker.get("version", ""), worker.get("admin_url"), worker.get("config") or {},
         )
         return dict(row)
 
@@ -453,6 +457,10 @@ class PostgresStorage(Storage):
     async def recent_health_checks(self, worker_id: str, limit: int) -> list[dict[str, Any]]:
         rows = await self._pool.fetch(self._q["recent_health_checks"], worker_id, limit)
         return [dict(r) for r in rows]
+
+    @_translated
+    async def resource_stats(self, seconds: float) -> list[dict[str, Any]]:
+        return [dict(r) for r in await self._pool.fetch(self._q["resource_stats"], seconds)]
 
     @_translated
     async def worker_assignments(self, worker_id: str, limit: int) -> list[dict[str, Any]]:
@@ -574,3 +582,81 @@ class PostgresStorage(Storage):
     ) -> list[dict[str, Any]]:
         rows = await self._pool.fetch(self._q["list_failover_events"], worker_id, limit)
         return [dict(r) for r in rows]
+
+    # -- retention ---------------------------------------------------------------------
+    async def _batches(self, name: str, *args: Any, batch: int) -> int:
+        """Run the batch statement `name` (its last parameter: the batch size) until a batch
+        changes fewer than `batch` rows. Returns: the rows changed in all."""
+        batch = max(batch, 1)
+        total = 0
+        while True:
+            changed = await self._pool.fetchval(self._q[name], *args, batch)
+            total += changed
+            if changed < batch:
+                return total
+
+    @_translated
+    async def cleanup_health_checks(
+        self, older_than_days: float, *, batch: int = RETENTION_BATCH
+    ) -> int:
+        seconds = retention_seconds(older_than_days)
+        return await self._batches("cleanup_health_checks", seconds, batch=batch)
+
+    @_translated
+    async def cleanup_failover_events(
+        self, older_than_days: float, *, batch: int = RETENTION_BATCH
+    ) -> int:
+        seconds = retention_seconds(older_than_days)
+        return await self._batches("cleanup_failover_events", seconds, batch=batch)
+
+    @_translated
+    async def cleanup_orphaned_assignments(self, *, batch: int = RETENTION_BATCH) -> dict[str, int]:
+        batch, deleted, after = max(batch, 1), 0, 0
+        while True:
+            row = await self._pool.fetchrow(self._q["cleanup_gone_job_assignments"], after, batch)
+            deleted += row["deleted"]
+            if row["deleted"] < batch:
+                break
+            after = row["last_id"]
+        closed = await self._batches("close_orphaned_assignments", batch=batch)
+        return {"deleted": deleted, "closed": closed}
+
+    @_translated
+    async def cleanup_finished_jobs(
+        self, older_than_days: float, statuses: Sequence[str] = ("succeeded", "cancelled"),
+        *, batch: int = RETENTION_BATCH,
+    ) -> int:
+        seconds = retention_seconds(older_than_days)
+        wanted = finished_statuses(statuses)
+        batch, deleted, after = max(batch, 1), 0, 0
+        while wanted:
+            row = await self._pool.fetchrow(
+                self._q["cleanup_finished_jobs"], after, seconds, wanted, batch
+            )
+            deleted += row["deleted"]
+            if row["last_id"] is None or row["past_cutoff"]:
+                break
+            after = row["last_id"]
+        return deleted
+
+    # -- backup and restore ------------------------------------------------------------
+    @_translated
+    async def export_tables(self, write: Callable[[dict[str, Any] | list[Any]], Awaitable[None]]) -> None:
+        conn = await pg_backup.connect(self._dsn)
+        try:
+            await pg_backup.export_tables(conn, self._q, write)
+        finally:
+            await conn.close()
+
+    @_translated
+    async def import_tables(self, records: Iterable[dict[str, Any] | list[Any]]) -> dict[str, Any]:
+        conn = await pg_backup.connect(self._dsn)
+        try:
+            return await pg_backup.import_tables(conn, self._q, self._schema, records)
+        finally:
+            await conn.close()
+
+    # -- performance -------------------------------------------------------------------
+    @_translated
+    async def performance_stats(self) -> dict[str, Any]:
+        return await pg_stats.performance_stats(self._pool, self._q)

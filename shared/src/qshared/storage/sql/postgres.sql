@@ -213,12 +213,14 @@ SELECT r.id, r.status, (SELECT count(*) FROM notified) AS woke FROM r
 
 -- name: register_worker --
 INSERT INTO queue_workers (id, hostname, pid, queues, concurrency, prefetch, status, version,
-                           admin_url, started_at, last_heartbeat_at, updated_at, requested)
-VALUES ($1, $2, $3, $4, $5, $6, 'active', $7, $8, now(), now(), now(), NULL)
+                           admin_url, config, started_at, last_heartbeat_at, updated_at,
+                           requested)
+VALUES ($1, $2, $3, $4, $5, $6, 'active', $7, $8, $9::jsonb, now(), now(), now(), NULL)
 ON CONFLICT (id) DO UPDATE SET
     hostname = EXCLUDED.hostname, pid = EXCLUDED.pid, queues = EXCLUDED.queues,
     concurrency = EXCLUDED.concurrency, prefetch = EXCLUDED.prefetch, status = 'active',
-    version = EXCLUDED.version, admin_url = EXCLUDED.admin_url, started_at = now(),
+    version = EXCLUDED.version, admin_url = EXCLUDED.admin_url, config = EXCLUDED.config,
+    started_at = now(),
     last_heartbeat_at = now(), updated_at = now(), requested = NULL
 RETURNING *
 
@@ -252,10 +254,13 @@ SELECT * FROM queue_workers WHERE id = $1
 SELECT w.*, EXTRACT(EPOCH FROM now() - w.last_heartbeat_at)::float8 AS heartbeat_age_s,
        (SELECT count(*) FROM jobs j
          WHERE j.worker_id = w.id AND j.status IN ('assigned', 'running')) AS in_flight,
-       h.status AS health, h.cpu_percent, h.memory_bytes, h.loop_lag_ms, h.checked_at
+       h.status AS health, h.cpu_percent, h.memory_bytes, h.loop_lag_ms, h.checked_at,
+       -- the worker's wall clock (sent with the heartbeat) against the database's
+       ((h.details->>'sent_at')::float8 - EXTRACT(EPOCH FROM h.checked_at)::float8) * 1000
+           AS clock_skew_ms
 FROM queue_workers w
 LEFT JOIN LATERAL (
-    SELECT status, cpu_percent, memory_bytes, loop_lag_ms, checked_at
+    SELECT status, cpu_percent, memory_bytes, loop_lag_ms, checked_at, details
     FROM worker_health_checks hc WHERE hc.worker_id = w.id
     ORDER BY checked_at DESC LIMIT 1
 ) h ON true
@@ -273,6 +278,24 @@ SELECT ja.worker_id,
            FILTER (WHERE ja.outcome = 'succeeded'), 0)::float8 AS avg_run_s
 FROM job_assignments ja
 GROUP BY ja.worker_id ORDER BY ja.worker_id
+
+-- name: resource_stats --
+-- Each worker's health checks over the last $1 seconds (idx_health_worker_time).
+SELECT w.id AS worker_id, w.hostname, w.status, w.concurrency,
+       count(*) AS checks,
+       count(*) FILTER (WHERE h.status <> 'healthy') AS not_healthy,
+       avg(h.cpu_percent)::float8 AS cpu_avg, max(h.cpu_percent)::float8 AS cpu_max,
+       avg(h.memory_bytes)::float8 AS memory_avg, max(h.memory_bytes) AS memory_max,
+       avg(h.in_flight)::float8 AS in_flight_avg, max(h.in_flight) AS in_flight_max,
+       avg(h.loop_lag_ms)::float8 AS loop_lag_avg_ms, max(h.loop_lag_ms)::float8 AS loop_lag_max_ms,
+       (array_agg(h.cpu_percent ORDER BY h.checked_at DESC))[1]::float8 AS cpu_last,
+       (array_agg(h.memory_bytes ORDER BY h.checked_at DESC))[1] AS memory_last,
+       max(h.checked_at) AS last_checked_at
+FROM queue_workers w
+JOIN worker_health_checks h
+  ON h.worker_id = w.id AND h.checked_at > now() - make_interval(secs => $1)
+GROUP BY w.id, w.hostname, w.status, w.concurrency
+ORDER BY w.id
 
 -- name: recent_health_checks --
 SELECT * FROM worker_health_checks WHERE worker_id = $1 ORDER BY checked_at DESC LIMIT $2
@@ -567,3 +590,209 @@ FROM (
 SELECT job_id, queue_name, token, assigned_at, started_at, finished_at, outcome
 FROM job_assignments WHERE worker_id = $1
 ORDER BY assigned_at DESC, id DESC LIMIT $2
+
+-- retention --
+-- Clean-ups delete in bounded batches (the caller loops until a batch comes back short), so
+-- a large backlog never holds many row locks or one long transaction. The rows to go are
+-- picked first and reached as `id = ANY(ARRAY(...))`: primary-key lookups, never a join
+-- that the planner could turn into a scan of the whole table per batch.
+
+-- name: cleanup_health_checks --
+-- Up to $2 health checks older than $1 seconds. Every status is named so that
+-- idx_health_status_time (status, checked_at) serves it as one range scan per status.
+WITH d AS (
+    DELETE FROM worker_health_checks WHERE id = ANY(ARRAY(
+        SELECT id FROM worker_health_checks
+        WHERE status = ANY('{healthy,degraded,unhealthy}'::text[])
+          AND checked_at < now() - make_interval(secs => $1)
+        LIMIT $2))
+    RETURNING 1
+)
+SELECT count(*) AS deleted FROM d
+
+-- name: cleanup_failover_events --
+-- Up to $2 failover events older than $1 seconds. No index leads with failover_at: the
+-- table holds a row per dead worker (and a held-back pass a minute at most), so it stays small.
+WITH d AS (
+    DELETE FROM failover_events WHERE id = ANY(ARRAY(
+        SELECT id FROM failover_events
+        WHERE failover_at < now() - make_interval(secs => $1)
+        LIMIT $2))
+    RETURNING 1
+)
+SELECT count(*) AS deleted FROM d
+
+-- name: cleanup_gone_job_assignments --
+-- Up to $2 assignment rows after id $1 whose job no longer exists, in id order; last_id is
+-- where the next statement goes on. With none (or few) to delete this is one anti-join pass.
+WITH d AS (
+    DELETE FROM job_assignments WHERE id = ANY(ARRAY(
+        SELECT ja.id FROM job_assignments ja
+        WHERE ja.id > $1 AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.id = ja.job_id)
+        ORDER BY ja.id LIMIT $2))
+    RETURNING id
+)
+SELECT count(*) AS deleted, max(id) AS last_id FROM d
+
+-- name: close_orphaned_assignments --
+-- Closes up to $1 open assignment rows (no outcome yet; idx_assignment_finished finds the
+-- NULL finished_at) whose job has moved on: it is not assigned or running under the row's
+-- token. One statement, one snapshot: a dispatch pass writes a job's new token and its
+-- assignment row in one statement, so a live row is never seen without its job; and the
+-- outer WHERE is re-checked on the row's latest version, so a report that closed the row
+-- meanwhile keeps its outcome.
+WITH c AS (
+    UPDATE job_assignments ja SET finished_at = now(), outcome = 'orphaned'
+    WHERE ja.id = ANY(ARRAY(
+        SELECT o.id FROM job_assignments o
+        WHERE o.finished_at IS NULL AND o.outcome IS NULL
+          AND NOT EXISTS (
+              SELECT 1 FROM jobs j
+              WHERE j.id = o.job_id AND j.token = o.token AND j.status IN ('assigned', 'running'))
+        LIMIT $1))
+      AND ja.finished_at IS NULL AND ja.outcome IS NULL
+    RETURNING 1
+)
+SELECT count(*) AS closed FROM c
+
+-- name: cleanup_finished_jobs --
+-- The next $4 jobs after id $1 (the primary key: no index on the hot jobs table for this);
+-- those in a finished state of $3 whose finished_at is more than $2 seconds old are deleted
+-- with their assignment rows. A job retried meanwhile is re-checked on its latest version and
+-- stays. past_cutoff: the chunk was created after the cutoff; ids grow with created_at and a
+-- job finishes after it is created, so nothing further on can be due (a job an overlapping
+-- enqueue put out of order goes at the next run).
+WITH chunk AS (
+    SELECT id, created_at, status, finished_at FROM jobs WHERE id > $1 ORDER BY id LIMIT $4
+), d AS (
+    DELETE FROM jobs j
+    WHERE j.id = ANY(ARRAY(
+            SELECT id FROM chunk
+            WHERE status = ANY($3::text[])
+              AND finished_at < now() - make_interval(secs => $2)))
+      AND j.status = ANY($3::text[]) AND j.status IN ('succeeded', 'dead', 'cancelled')
+      AND j.finished_at < now() - make_interval(secs => $2)
+    RETURNING j.id
+), a AS (
+    DELETE FROM job_assignments WHERE job_id = ANY(ARRAY(SELECT id FROM d))
+)
+SELECT (SELECT max(id) FROM chunk) AS last_id,
+       (SELECT min(created_at) FROM chunk) >= now() - make_interval(secs => $2) AS past_cutoff,
+       (SELECT count(*) FROM d) AS deleted
+
+-- backup and restore --
+
+-- name: backup_now --
+-- The snapshot's time (now() is the transaction's start).
+SELECT now()
+
+-- name: backup_columns --
+-- The columns of the tables $1 in the current schema, in order: type, whether it is an
+-- identity column, and its place in the primary key (NULL: not in it).
+SELECT t.relname AS table_name, a.attname AS column_name,
+       format_type(a.atttypid, NULL) AS data_type, a.attidentity <> '' AS is_identity,
+       array_position(pk.indkey::int2[], a.attnum) AS pk_position
+FROM pg_class t
+JOIN pg_namespace n ON n.oid = t.relnamespace AND n.nspname = current_schema()
+JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum > 0 AND NOT a.attisdropped
+LEFT JOIN pg_index pk ON pk.indrelid = t.oid AND pk.indisprimary
+WHERE t.relkind IN ('r', 'p') AND t.relname = ANY($1::text[])
+ORDER BY t.relname, a.attnum
+
+-- name: backup_schema --
+SELECT version, name FROM schema_migrations ORDER BY version
+
+-- name: backup_sequences --
+-- The last value each sequence of the tables $1 handed out (NULL: none yet), identity
+-- columns named "table.column", and the fencing tokens' sequence.
+SELECT t.relname || '.' || a.attname AS name,
+       pg_sequence_last_value(
+           pg_get_serial_sequence(format('%I.%I', n.nspname, t.relname), a.attname)::regclass
+       ) AS value
+FROM pg_class t
+JOIN pg_namespace n ON n.oid = t.relnamespace AND n.nspname = current_schema()
+JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum > 0 AND NOT a.attisdropped
+WHERE t.relkind IN ('r', 'p') AND t.relname = ANY($1::text[]) AND a.attidentity <> ''
+UNION ALL
+SELECT 'qstack_fencing_seq', pg_sequence_last_value('qstack_fencing_seq'::regclass)
+ORDER BY name
+
+-- name: restore_lock_timeout --
+-- A restore waits this long for the tables' locks (a service writing to them), then fails.
+SELECT set_config('lock_timeout', '30s', true)
+
+-- name: restore_fencing_floor --
+-- The largest fencing token restored: the sequence goes at least this far.
+SELECT GREATEST((SELECT max(token) FROM jobs), (SELECT max(token) FROM job_assignments),
+                (SELECT max(token) FROM distributed_locks))
+
+-- name: identity_sequence --
+SELECT pg_get_serial_sequence(format('%I.%I', current_schema(), $1::text), $2)
+
+-- name: sequence_exists --
+SELECT EXISTS (SELECT 1 FROM pg_class WHERE oid = to_regclass($1) AND relkind = 'S')
+
+-- name: restore_sequence --
+-- Move sequence $1 up to $2, never down: its next value is above every restored one.
+SELECT setval($1::regclass,
+              GREATEST($2::bigint, COALESCE(pg_sequence_last_value($1::regclass), 0)))
+
+-- performance stats --
+
+-- name: perf_server --
+SELECT current_setting('server_version') AS version, version() AS version_full,
+       current_database() AS database, current_schema() AS schema,
+       pg_database_size(current_database()) AS database_bytes,
+       (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')
+           AS connections,
+       current_setting('max_connections')::int AS max_connections,
+       d.numbackends AS database_connections,
+       CASE WHEN d.blks_hit + d.blks_read > 0
+            THEN d.blks_hit::float8 / (d.blks_hit + d.blks_read) END AS cache_hit_ratio,
+       d.xact_commit AS commits, d.xact_rollback AS rollbacks, d.deadlocks,
+       d.temp_files, d.temp_bytes, d.stats_reset, pg_postmaster_start_time() AS started_at
+FROM pg_stat_database d WHERE d.datname = current_database()
+
+-- name: perf_tables --
+-- The tables $1 of the current schema, largest first. estimated_rows is the planner's
+-- (reltuples, from the last ANALYZE or VACUUM); live_rows the statistics collector's count.
+SELECT c.relname AS table,
+       CASE WHEN c.reltuples < 0 THEN s.n_live_tup ELSE c.reltuples::bigint END
+           AS estimated_rows,
+       pg_total_relation_size(c.oid) AS total_bytes, pg_relation_size(c.oid) AS table_bytes,
+       pg_indexes_size(c.oid) AS index_bytes,
+       s.seq_scan, s.idx_scan, s.n_live_tup AS live_rows, s.n_dead_tup AS dead_rows,
+       s.last_vacuum, s.last_autovacuum, s.last_analyze, s.last_autoanalyze
+FROM pg_class c
+JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = current_schema()
+LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid
+WHERE c.relkind IN ('r', 'p') AND c.relname = ANY($1::text[])
+ORDER BY pg_total_relation_size(c.oid) DESC, c.relname
+
+-- name: perf_indexes --
+SELECT s.relname AS table, s.indexrelname AS index, s.idx_scan AS scans,
+       s.idx_tup_read AS tuples_read, pg_relation_size(s.indexrelid) AS size_bytes
+FROM pg_stat_user_indexes s
+WHERE s.schemaname = current_schema() AND s.relname = ANY($1::text[])
+ORDER BY s.relname, s.indexrelname
+
+-- name: perf_statements_schema --
+-- Where pg_stat_statements is installed in this database (no row: it is not).
+SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
+WHERE e.extname = 'pg_stat_statements'
+
+-- name: perf_use_schema --
+-- For the rest of the transaction, also look in schema $1 (the extension's).
+SELECT set_config('search_path', current_setting('search_path') || ', ' || quote_ident($1),
+                  true)
+
+-- name: perf_statements --
+-- The $1 slowest statements of this database by mean time.
+SELECT queryid, query, calls, total_exec_time AS total_ms, mean_exec_time AS mean_ms,
+       max_exec_time AS max_ms, rows
+FROM pg_stat_statements
+WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+ORDER BY mean_exec_time DESC LIMIT $1
+
+-- name: perf_ping --
+SELECT 1
