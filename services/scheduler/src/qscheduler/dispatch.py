@@ -109,6 +109,9 @@ class Dispatcher:
                 except StorageError as exc:
                     log.warning("dispatch pass failed: %s", exc)
                     timeout = 0.5
+                except Exception:  # the loop must outlive any single failure
+                    log.exception("dispatch pass crashed")
+                    timeout = 0.5
                 if timeout:
                     await self._wait(stop, self.wake, timeout)
                 else:

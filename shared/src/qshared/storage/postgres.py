@@ -54,6 +54,13 @@ def _translated(fn):
             raise
         except _TRANSIENT as exc:
             raise StorageError(f"postgres: {type(exc).__name__}: {exc}") from exc
+        except asyncpg.InternalClientError as exc:
+            # A pooled connection left mid-operation (seen after a database restart): the
+            # pool hands out fresh connections from now on, and the caller may retry.
+            pool = getattr(args[0], "_pool", None) if args else None
+            if pool is not None:
+                pool.expire_connections()
+            raise StorageError(f"postgres: {type(exc).__name__}: {exc}") from exc
 
     return wrapper
 
