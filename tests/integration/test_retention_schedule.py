@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-import asyncpg
+from backends import raw_sql
 from prometheus_client import REGISTRY
 
 from qfailover.retention import Policy, Retention
@@ -30,7 +30,7 @@ async def until(check, timeout: float = 10.0, what: str = "") -> None:
         await asyncio.sleep(0.05)
 
 
-async def test_runs_only_as_leader_and_retries_after_a_failed_run(storage: Storage,
+async def test_runs_only_as_leader_and_retries_after_a_failed_run(storage: Storage, backend: str,
                                                                    db_url: str) -> None:
     broken = await open_storage(db_url, pool_size=1)
     await broken.close()  # every statement on it fails, as with the database away
@@ -54,12 +54,8 @@ async def test_runs_only_as_leader_and_retries_after_a_failed_run(storage: Stora
 
         # the database is back: the next run deletes the old rows
         event = (await storage.record_failover_event("held_back", None, {}))["id"]
-        conn = await asyncpg.connect(db_url)
-        try:
-            await conn.execute("UPDATE failover_events SET failover_at = now() - "
-                               "interval '2 days' WHERE id = $1", event)
-        finally:
-            await conn.close()
+        async with raw_sql(backend, db_url) as sql:
+            await sql.age("failover_events", "failover_at", [event], 2 * 86400)
         deleted_before = REGISTRY.get_sample_value("qstack_retention_deleted_total",
                                                    {"table": "failover_events"})
         keeper.storage = storage

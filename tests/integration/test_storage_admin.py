@@ -8,11 +8,11 @@ import itertools
 import time
 from datetime import timedelta
 
-import asyncpg
-import pytest
+from backends import raw_sql
 
 from qshared.storage import DISPATCH_CHANNEL
 from qshared.storage.base import JobFilter, Storage
+from qshared.storage.queries import load_queries
 
 
 async def statuses(storage: Storage, ids) -> dict[int, str]:
@@ -215,18 +215,13 @@ async def test_cancel_jobs_acts_like_cancel_job(
 async def test_cancel_jobs_skips_a_job_a_dispatch_pass_holds(
     storage: Storage, make_job, backend: str, db_url: str
 ) -> None:
-    if backend != "postgres":
-        pytest.skip("holds the row lock with asyncpg")
     held, free = (e.id for e in await storage.enqueue([make_job(), make_job()]))
-    conn = await asyncpg.connect(db_url)
-    try:
-        async with conn.transaction():  # what pick_pending does in a dispatch pass
-            await conn.execute("SELECT id FROM jobs WHERE id = $1 FOR UPDATE", held)
+    async with raw_sql(backend, db_url) as sql:
+        async with sql.transaction():  # what pick_pending does in a dispatch pass
+            await sql.execute("SELECT id FROM jobs WHERE id = $1 FOR UPDATE", held)
             started = time.perf_counter()
             assert await storage.cancel_jobs(JobFilter(queue="default"), 100) == [free]
             assert time.perf_counter() - started < 1.0  # not waiting for the pass
-    finally:
-        await conn.close()
     assert await statuses(storage, [held, free]) == {held: "pending", free: "cancelled"}
     assert await storage.cancel_jobs(JobFilter(queue="default"), 100) == [held]
 
@@ -236,25 +231,27 @@ async def test_a_cancel_that_waited_for_a_dispatch_pass_closes_the_assignment_it
 ) -> None:
     """The cancel starts while a pass holds the job and goes on once the pass committed:
     the assignment row the pass wrote is closed too, not left open under a cancelled job."""
-    if backend != "postgres":
-        pytest.skip("runs a dispatch pass's statements with asyncpg")
-    from qshared.storage.queries import load_queries
-
-    q = load_queries("postgres")
+    q = load_queries(backend)
     await add_worker(id="w1")
     [e] = await storage.enqueue([make_job()])
-    conn = await asyncpg.connect(db_url)
-    try:
-        async with conn.transaction():
-            picked = await conn.fetch(q["pick_pending"], ["default"], [10])
+    async with raw_sql(backend, db_url) as sql:
+        async with sql.transaction():
+            # the pass's statements, as each backend's dispatch() runs them
+            if backend == "postgres":
+                picked = await sql.fetch(q["pick_pending"], ["default"], [10])
+            else:
+                picked = await sql.fetch(q["pick_pending"], {"queue": "default", "limit": 10})
             assert [r["id"] for r in picked] == [e.id]
             cancel = asyncio.create_task(storage.cancel_job(e.id))
             await asyncio.sleep(0.2)  # the cancel now waits for the row
             assert not cancel.done()
-            await conn.execute(q["assign"], [e.id], ["w1"])
+            if backend == "postgres":
+                await sql.execute(q["assign"], [e.id], ["w1"])
+            else:  # the token, the job, then its assignment row
+                await sql.execute(q["next_tokens"], {"n": 1})
+                await sql.execute(q["assign"], {"id": e.id, "worker_id": "w1", "back": 0})
+                await sql.execute(q["insert_assignments"], {"ids": [e.id]})
         assert await cancel
-    finally:
-        await conn.close()
     assert (await storage.get_job(e.id))["status"] == "cancelled"
     [a] = await storage.job_assignments(e.id)
     assert a["outcome"] == "cancelled" and a["finished_at"] is not None

@@ -7,8 +7,8 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Sequence
 
-import asyncpg
 import pytest
+from backends import RawSql, raw_sql
 
 from qshared.errors import ValidationFailed
 from qshared.storage.base import Outcome, Storage
@@ -18,30 +18,22 @@ HEALTHY = {"status": "healthy", "cpu_percent": 1.0, "memory_bytes": 1, "in_fligh
 
 
 @pytest.fixture
-async def sql(backend: str, db_url: str) -> AsyncIterator[asyncpg.Connection]:
+async def sql(backend: str, db_url: str) -> AsyncIterator[RawSql]:
     """A raw connection on the test's schema, to plant old rows and to look at the tables."""
-    if backend != "postgres":
-        pytest.skip(f"planting old rows is written for PostgreSQL, not {backend}")
-    conn = await asyncpg.connect(db_url)
-    try:
+    async with raw_sql(backend, db_url) as conn:
         yield conn
-    finally:
-        await conn.close()
 
 
-async def age(sql: asyncpg.Connection, table: str, column: str, ids: Sequence[int],
-              days: float) -> None:
+async def age(sql: RawSql, table: str, column: str, ids: Sequence[int], days: float) -> None:
     """Move `column` of the rows `ids` of `table` `days` into the past."""
-    await sql.execute(
-        f"UPDATE {table} SET {column} = now() - make_interval(secs => $2) WHERE id = ANY($1)",
-        list(ids), days * 86400)
+    await sql.age(table, column, ids, days * 86400)
 
 
-async def ids(sql: asyncpg.Connection, table: str) -> set[int]:
+async def ids(sql: RawSql, table: str) -> set[int]:
     return {r["id"] for r in await sql.fetch(f"SELECT id FROM {table}")}
 
 
-async def health_checks(storage: Storage, sql: asyncpg.Connection, worker_id: str,
+async def health_checks(storage: Storage, sql: RawSql, worker_id: str,
                         n: int) -> list[int]:
     """n fresh health checks of the worker; their ids, oldest first."""
     before = await ids(sql, "worker_health_checks")
@@ -226,23 +218,23 @@ async def test_orphaned_assignments_keeps_live_ones_closes_stale_ones_and_delete
     await finish(storage, outcome, done, "succeeded")
     # The job moved on while its assignment row stayed open (a write from an older version,
     # a crash between two statements): finished, put back to pending, assigned again.
-    await sql.execute("UPDATE jobs SET status = 'succeeded', finished_at = now() WHERE id = $1",
+    await sql.execute(f"UPDATE jobs SET status = 'succeeded', finished_at = {sql.now} WHERE id = $1",
                       finished_behind)
-    await sql.execute("UPDATE jobs SET status = 'pending', worker_id = NULL WHERE id = ANY($1)",
+    await sql.execute(f"UPDATE jobs SET status = 'pending', worker_id = NULL WHERE {sql.in_list('id', 1)}",
                       [requeued_behind, reassigned])
     [(_, w)] = await storage.dispatch(["w2"], {"default": 10},
                                       lambda jobs: [(reassigned, "w2")])
     assert w == "w2"
     # The jobs of two rows are gone (deleted by hand, say).
-    await sql.execute("DELETE FROM jobs WHERE id = ANY($1)", [gone_open, gone_closed])
+    await sql.execute(f"DELETE FROM jobs WHERE {sql.in_list('id', 1)}", [gone_open, gone_closed])
     # An outcome without a finish time is closed already: it stays as it is.
     await sql.execute("UPDATE job_assignments SET outcome = 'succeeded' WHERE job_id = $1",
                       done)
     await sql.execute("UPDATE job_assignments SET finished_at = NULL WHERE job_id = $1", done)
-    before = {r["id"]: dict(r) for r in await sql.fetch("SELECT * FROM job_assignments")}
+    before = {r["id"]: r for r in await sql.fetch("SELECT * FROM job_assignments")}
 
     assert await storage.cleanup_orphaned_assignments() == {"deleted": 2, "closed": 3}
-    after = {r["id"]: dict(r) for r in await sql.fetch("SELECT * FROM job_assignments")}
+    after = {r["id"]: r for r in await sql.fetch("SELECT * FROM job_assignments")}
     by_job: dict[int, list[dict]] = {}
     for row in sorted(after.values(), key=lambda r: r["id"]):
         by_job.setdefault(row["job_id"], []).append(row)
@@ -270,8 +262,8 @@ async def test_orphaned_assignments_loop_over_batches(
     await add_worker(id="w1", concurrency=100)
     jobs = [e.id for e in await storage.enqueue([make_job() for _ in range(40)])]
     await assign("w1")
-    await sql.execute("DELETE FROM jobs WHERE id = ANY($1)", jobs[:17])
-    await sql.execute("UPDATE jobs SET status = 'pending', worker_id = NULL WHERE id = ANY($1)",
+    await sql.execute(f"DELETE FROM jobs WHERE {sql.in_list('id', 1)}", jobs[:17])
+    await sql.execute(f"UPDATE jobs SET status = 'pending', worker_id = NULL WHERE {sql.in_list('id', 1)}",
                       jobs[17:28])
     assert await storage.cleanup_orphaned_assignments(batch=4) == {"deleted": 17, "closed": 11}
     rows = await sql.fetch("SELECT job_id, outcome FROM job_assignments ORDER BY job_id")

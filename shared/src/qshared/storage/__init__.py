@@ -18,10 +18,12 @@ def worker_channel(worker_id: str) -> str:
 async def open_storage(
     url: str, *, pool_size: int = 20, max_idle: float = 3600, durable: bool = True
 ) -> Storage:
-    """Open the backend the URL names (postgresql://...; mysql:// comes with its issue).
+    """Open the backend the URL names: postgresql:// (asyncpg) or mysql:// (aiomysql, for
+    MySQL 8 and MariaDB 10.6+); each driver is imported only when its scheme is used.
 
     `durable=False` lets commits return before they are on disk: for a worker's starts and
     outcomes, which a database crash may take back without losing a job (it runs again).
+    PostgreSQL only: MySQL's counterpart is a server-wide setting.
     """
     scheme = url.split("://", 1)[0].lower()
     if scheme in ("postgresql", "postgres", "postgresql+asyncpg"):
@@ -30,7 +32,12 @@ async def open_storage(
         return await PostgresStorage.open(
             url, pool_size=pool_size, max_idle=max_idle, durable=durable
         )
-    raise ConfigError(f"DATABASE_URL: unsupported database scheme {scheme!r} (use postgresql://)")
+    if scheme in ("mysql", "mysql+aiomysql", "mariadb"):
+        from qshared.storage.mysql import MysqlStorage
+
+        return await MysqlStorage.open(url, pool_size=pool_size, max_idle=max_idle, durable=durable)
+    raise ConfigError(f"DATABASE_URL: unsupported database scheme {scheme!r} "
+                      "(use postgresql:// or mysql://)")
 
 
 __all__ = ["DISPATCH_CHANNEL", "Storage", "open_storage", "worker_channel"]

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import datetime
-from importlib import resources
 from typing import Any
 
 import asyncpg
@@ -37,6 +35,7 @@ from qshared.storage.base import (
 )
 from qshared.storage.pg_sessions import PgLiveness, PgSubscription, liveness_key
 from qshared.storage.queries import load_queries
+from qshared.storage.sql_shared import latest_outcomes, migration_files
 
 log = logging.getLogger(__name__)
 
@@ -77,32 +76,6 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
         "jsonb", schema="pg_catalog", format="text",
         encoder=lambda v: orjson.dumps(v).decode(), decoder=orjson.loads,
     )
-
-
-def migration_files(dialect: str) -> list[tuple[int, str, str]]:
-    """The (version, name, sql) of every migration of a dialect, in order."""
-    folder = resources.files("qshared").joinpath(f"migrations/{dialect}")
-    found = []
-    for entry in folder.iterdir():
-        if entry.name.endswith(".sql"):
-            version = int(entry.name.split("_", 1)[0])
-            found.append((version, entry.name.removesuffix(".sql"), entry.read_text()))
-    return sorted(found)
-
-
-def latest_outcomes(outcomes: Sequence[Outcome]) -> list[Outcome]:
-    """One outcome per assignment (job and token), the latest; it keeps an earlier start time.
-
-    UPDATE ... FROM applies an arbitrary one of several rows matching a job, so a batch must
-    not name one assignment twice (outcomes with other tokens cannot match: they stay).
-    """
-    latest: dict[tuple[int, int], Outcome] = {}
-    for o in outcomes:
-        prev = latest.get((o.id, o.token))
-        if prev is not None and o.started is None:
-            o = dataclasses.replace(o, started=prev.started)
-        latest[(o.id, o.token)] = o
-    return list(latest.values())
 
 
 class PostgresStorage(Storage):
