@@ -17,7 +17,14 @@ from backends import (
     pg_schema,
     storage_backends,
 )
-from stack_fixtures import db, e2e_db_url, http, start_stack  # noqa: F401  (e2e and chaos fixtures)
+from stack_fixtures import (  # noqa: F401  (e2e and chaos fixtures)
+    db,
+    e2e_backend,
+    e2e_db_url,
+    e2e_server_dsn,
+    http,
+    start_stack,
+)
 
 from qshared.storage import open_storage
 from qshared.storage.base import NewJob, Outcome, PendingJob, Storage

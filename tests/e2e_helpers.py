@@ -38,24 +38,33 @@ def free_port_base(span: int = 30) -> int:
 
 
 class Db:
-    """Synchronous SQL against the stack's database, for checking effects."""
+    """Synchronous SQL against the stack's database (PostgreSQL or MySQL), for checking effects.
+
+    Statements use $1, $2 ... placeholders on both (backends.raw_sql fills them in on MySQL);
+    a list goes in through `in_list`, the one place the dialects differ for these checks.
+    """
 
     def __init__(self, url: str) -> None:
         self.url = url
+        scheme = url.split("://", 1)[0].lower()
+        self.dialect = "mysql" if scheme.startswith(("mysql", "mariadb")) else "postgres"
 
     def fetch(self, sql: str, *args: Any) -> list[dict[str, Any]]:
+        from backends import raw_sql
+
         async def go() -> list[dict[str, Any]]:
-            conn = await asyncpg.connect(self.url)
-            try:
-                return [dict(r) for r in await conn.fetch(sql, *args)]
-            finally:
-                await conn.close()
+            async with raw_sql(self.dialect, self.url) as conn:
+                return await conn.fetch(sql, *args)
 
         return asyncio.run(go())
 
     def value(self, sql: str, *args: Any) -> Any:
         rows = self.fetch(sql, *args)
         return next(iter(rows[0].values())) if rows else None
+
+    def in_list(self, column: str, param: int) -> str:
+        """`column` is one of the list passed as $param (as backends.RawSql.in_list)."""
+        return f"{column} IN ${param}" if self.dialect == "mysql" else f"{column} = ANY(${param})"
 
 
 def wait_until(check: Callable[[], Any], timeout: float, interval: float = 0.05, what: str = "") -> Any:

@@ -8,6 +8,7 @@ import time
 
 import pytest
 from e2e_helpers import wait_until
+from stack_fixtures import on_each_database
 
 from qshared.client import job_body
 
@@ -28,6 +29,7 @@ def worker_id_of(stack, db, name):
                       timeout=10, what=f"{name}'s row")
 
 
+@on_each_database
 def test_sigkill_a_worker_during_a_3000_job_load(start_stack, db, tmp_path):
     probe = tmp_path / "runs.log"
     stack = start_stack(workers=3, concurrency=4, app=APP,
@@ -65,6 +67,7 @@ def test_sigkill_a_worker_during_a_3000_job_load(start_stack, db, tmp_path):
     assert all(n <= 2 for n in runs.values())
 
 
+@on_each_database
 def test_sigstop_longer_than_the_ttl_then_sigcont(start_stack, db, tmp_path):
     probe = tmp_path / "runs.log"
     stack = start_stack(workers=3, concurrency=2, app=APP, env={
@@ -83,10 +86,10 @@ def test_sigstop_longer_than_the_ttl_then_sigcont(start_stack, db, tmp_path):
             timeout=30, what="the paused worker to be declared dead")[0]
         assert event["event_type"] == "worker_unresponsive"
         wait_until(lambda: db.value("SELECT count(*) FROM jobs WHERE status = 'succeeded'"
-                                    " AND id = ANY($1)", ids) == len(ids),
+                                    f" AND {db.in_list('id', 1)}", ids) == len(ids),
                    timeout=60, what="every job to succeed elsewhere")
         before = db.fetch("SELECT id, status, worker_id, token, result, finished_at, attempts"
-                          " FROM jobs WHERE id = ANY($1) ORDER BY id", ids)
+                          f" FROM jobs WHERE {db.in_list('id', 1)} ORDER BY id", ids)
     finally:
         stack.kill("worker-1", signal.SIGCONT)
     # the resumed worker finishes what it was running and reports it: nothing may change
@@ -94,7 +97,7 @@ def test_sigstop_longer_than_the_ttl_then_sigcont(start_stack, db, tmp_path):
     assert proc.wait(timeout=40) == 0  # told it was declared dead, it stops by itself
     time.sleep(0.5)
     after = db.fetch("SELECT id, status, worker_id, token, result, finished_at, attempts"
-                     " FROM jobs WHERE id = ANY($1) ORDER BY id", ids)
+                     f" FROM jobs WHERE {db.in_list('id', 1)} ORDER BY id", ids)
     assert after == before
     assert db.value("SELECT status FROM queue_workers WHERE id = $1", victim) == "failed"
     resumed_runs = [line for line in probe.read_text().splitlines()

@@ -6,12 +6,14 @@ import signal
 
 import pytest
 from e2e_helpers import wait_until
+from stack_fixtures import on_each_database
 
 from qshared.client import job_body
 
 pytestmark = pytest.mark.e2e
 
 
+@on_each_database
 def test_sigterm_one_worker_during_a_2000_job_load(start_stack, db):
     stack = start_stack(workers=3, concurrency=4)
     victim = stack.services["worker-1"]

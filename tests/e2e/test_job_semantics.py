@@ -8,11 +8,12 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from e2e_helpers import wait_until
+from stack_fixtures import on_each_database
 
 from qshared.client import job_body
 from qshared.errors import Conflict, NotFound
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, on_each_database]
 
 RETRY_BASE = 0.2
 

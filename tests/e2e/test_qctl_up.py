@@ -1,4 +1,5 @@
-"""`qctl up --workers 3` on the embedded database, driven as a user would, and qctl against it.
+"""`qctl up --workers 3` driven as a user would, and qctl against it: on the embedded
+PostgreSQL, and with `--db` on a fresh MySQL/MariaDB database.
 
 Acceptance: 3,000 noop jobs submitted in batches all end `succeeded`, and each of the 3
 workers ran between 950 and 1,050 of them (the specification's even distribution, +-5 %).
@@ -6,6 +7,7 @@ workers ran between 950 and 1,050 of them (the specification's even distribution
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -17,17 +19,31 @@ from pathlib import Path
 import httpx
 import pytest
 from e2e_helpers import free_port_base, interrupt, wait_until
+from stack_fixtures import held_place, on_each_database
 
 from qshared.client import Client, job_body
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, on_each_database]
 
 BIN = Path(sys.executable).parent
 
 
 @pytest.fixture(scope="module")
-def up(tmp_path_factory):
-    """A `qctl up --workers 3` process on the embedded PostgreSQL; SIGINT at the end."""
+def up(tmp_path_factory, e2e_backend, request):
+    """A `qctl up --workers 3` process; SIGINT at the end.
+
+    PostgreSQL is the embedded one `qctl up` starts by itself; any other backend is an empty
+    database of its own that `qctl up --db` migrates, dropped after the stack stopped.
+    """
+    with contextlib.ExitStack() as places:
+        db_args = []
+        if e2e_backend != "postgres":
+            server = request.getfixturevalue("e2e_server_dsn")
+            db_args = ["--db", places.enter_context(held_place(e2e_backend, server, migrate=False))]
+        yield from _up(tmp_path_factory, db_args)
+
+
+def _up(tmp_path_factory, db_args):
     home = tmp_path_factory.mktemp("qctl-up")
     base = free_port_base()
     env = {k: v for k, v in os.environ.items()
@@ -36,10 +52,10 @@ def up(tmp_path_factory):
                 "PYTHONUNBUFFERED": "1"})
     log = (home / "qctl-up.log").open("wb")
     proc = subprocess.Popen(
-        [str(BIN / "qctl"), "up", "--workers", "3", "--port-base", str(base)],
+        [str(BIN / "qctl"), "up", "--workers", "3", "--port-base", str(base), *db_args],
         cwd=home, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
-    info = {"proc": proc, "home": home, "env": env, "log": home / "qctl-up.log",
+    info = {"proc": proc, "home": home, "env": env, "log": home / "qctl-up.log", "db_args": db_args,
             "scheduler": f"http://127.0.0.1:{base + 2}", "registry": f"http://127.0.0.1:{base + 1}",
             "workers": [f"http://127.0.0.1:{base + 10 + i}" for i in range(3)]}
     try:
@@ -106,7 +122,7 @@ def test_qctl_commands_reach_the_stack(up):
     shown = json.loads(qctl(up, "job", "show", str(job["id"]), "--output", "json").stdout)
     assert shown["id"] == job["id"] and len(shown["assignments"]) == 1
     assert qctl(up, "job", "show", "999999999", check=False).returncode == 5
-    status = qctl(up, "db:status")
+    status = qctl(up, "db:status", *up["db_args"])  # the embedded database is found by itself
     assert "0001_init" in status.stdout
     queue = json.loads(qctl(up, "queue", "stats", "--output", "json").stdout)["queues"]
     assert {q["queue"] for q in queue} >= {"default"}

@@ -33,7 +33,7 @@ def create_app(settings: Settings) -> web.Application:
     dispatcher_ctx = loop_context(DISPATCHER, lambda app: Dispatcher(
         app[STORAGE], owner=owner, leader_ttl=settings.qstack_leader_ttl,
         heartbeat_ttl=settings.worker_registration_ttl, poll=settings.qstack_dispatch_poll,
-        batch=settings.qstack_dispatch_batch,
+        batch=settings.qstack_dispatch_batch, token=settings.qstack_token,
     ))
 
     async def system_metrics_ctx(app: web.Application) -> AsyncIterator[None]:

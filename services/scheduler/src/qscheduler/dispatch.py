@@ -8,6 +8,8 @@ import logging
 import time
 from collections import Counter
 
+import httpx
+
 from qscheduler import metrics
 from qscheduler.selection import RecentAssignments, choose
 from qshared.errors import StorageError
@@ -20,14 +22,47 @@ LEADER_KEY = "qstack:leader:dispatcher"
 DUE_MARGIN = 0.005  # seconds
 
 
+class WakePusher:
+    """Wakes workers over HTTP (POST /admin/wake) where the database cannot notify them.
+
+    Fire and forget: a push that fails or is slow costs nothing but the wake-up, and the
+    worker's poll (QSTACK_DISPATCH_POLL) and its subscription's short poll remain.
+    """
+
+    TIMEOUT = 1.0
+
+    def __init__(self, token: str | None) -> None:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.AsyncClient(headers=headers, timeout=self.TIMEOUT)
+        self._pending: set[asyncio.Task] = set()
+
+    def push(self, urls: list[str]) -> None:
+        for url in urls:
+            task = asyncio.create_task(self._post(url.rstrip("/") + "/admin/wake"))
+            self._pending.add(task)
+            task.add_done_callback(self._pending.discard)
+
+    async def _post(self, url: str) -> None:
+        try:
+            await self._http.post(url)
+        except httpx.HTTPError as exc:
+            log.debug("wake-up push to %s failed: %s", url, exc)
+
+    async def close(self) -> None:
+        for task in list(self._pending):
+            task.cancel()
+        await self._http.aclose()
+
+
 class Dispatcher:
     """One per scheduler replica; only the lease holder dispatches."""
 
     def __init__(
         self, storage: Storage, *, owner: str, leader_ttl: float, heartbeat_ttl: float,
-        poll: float, batch: int,
+        poll: float, batch: int, token: str | None = None,
     ) -> None:
         self.storage = storage
+        self._pusher = WakePusher(token) if storage.push_wakeups else None
         self.lease = Lease(storage, LEADER_KEY, owner, leader_ttl)
         self.heartbeat_ttl = heartbeat_ttl
         self.poll = poll
@@ -66,6 +101,10 @@ class Dispatcher:
             metrics.DISPATCH_SECONDS.observe(time.perf_counter() - t0)
             metrics.DISPATCH_BATCH.observe(len(pairs))
             self.recent.add(pairs)
+            if self._pusher is not None:
+                assigned_to = {worker_id for _, worker_id in pairs}
+                self._pusher.push([w.admin_url for w in workers
+                                   if w.id in assigned_to and w.admin_url])
             for queue, n in Counter(queue_of[job_id] for job_id, _ in pairs).items():
                 metrics.JOBS_ASSIGNED.labels(queue_name=queue).inc(n)
         return len(pairs)
@@ -120,6 +159,8 @@ class Dispatcher:
             metrics.LEADER.labels(role="dispatcher").set(0)
             if sub is not None:
                 await sub.close()
+            if self._pusher is not None:
+                await self._pusher.close()
             lease_stop.set()
             await lease_task
 

@@ -84,6 +84,7 @@ class WorkerSlots:
     queues: tuple[str, ...]
     capacity: int
     in_flight: int
+    admin_url: str | None = None  # where the worker takes pushed wake-ups
 
     @property
     def free(self) -> int:
@@ -157,6 +158,9 @@ class Storage(abc.ABC):
     """Everything qstack keeps, behind one interface per backend."""
 
     dialect: str
+    # True where the database cannot push a worker's wake-up itself (no LISTEN/NOTIFY): the
+    # dispatcher then POSTs to the worker's /admin/wake after each pass that assigned to it.
+    push_wakeups: bool = False
 
     # -- lifecycle ---------------------------------------------------------------------
     @abc.abstractmethod

@@ -93,6 +93,7 @@ class MysqlStorage(Storage):
     """Storage on MySQL 8 or MariaDB 10.6+."""
 
     dialect = "mysql"
+    push_wakeups = True  # subscriptions only poll: the dispatcher pushes over HTTP
 
     def __init__(self, pool: aiomysql.Pool, params: MysqlParams, max_size: int) -> None:
         self._pool, self._params, self._max = pool, params, max_size
@@ -387,7 +388,7 @@ class MysqlStorage(Storage):
         return [
             WorkerSlots(
                 r["id"], tuple(q for q in r["queues"].split(",") if q),
-                r["concurrency"] + r["prefetch"], r["in_flight"],
+                r["concurrency"] + r["prefetch"], r["in_flight"], r["admin_url"],
             )
             for r in rows
         ]

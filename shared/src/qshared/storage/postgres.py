@@ -282,7 +282,7 @@ class PostgresStorage(Storage):
         return [
             WorkerSlots(
                 r["id"], tuple(q for q in r["queues"].split(",") if q),
-                r["concurrency"] + r["prefetch"], r["in_flight"],
+                r["concurrency"] + r["prefetch"], r["in_flight"], r["admin_url"],
             )
             for r in rows
         ]

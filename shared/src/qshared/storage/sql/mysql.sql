@@ -82,7 +82,7 @@ FROM jobs GROUP BY queue_name ORDER BY queue_name
 
 -- name: worker_capacity --
 -- Workers that may receive jobs, with what they hold now.
-SELECT w.id, w.queues, w.concurrency, w.prefetch,
+SELECT w.id, w.queues, w.concurrency, w.prefetch, w.admin_url,
        (SELECT COUNT(*) FROM jobs j
          WHERE j.worker_id = w.id AND j.status IN ('assigned', 'running')) AS in_flight
 FROM queue_workers w
