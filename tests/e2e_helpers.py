@@ -50,7 +50,7 @@ class Db:
         self.dialect = "mysql" if scheme.startswith(("mysql", "mariadb")) else "postgres"
 
     def fetch(self, sql: str, *args: Any) -> list[dict[str, Any]]:
-        from backends import raw_sql
+        from raw_sql import raw_sql
 
         async def go() -> list[dict[str, Any]]:
             async with raw_sql(self.dialect, self.url) as conn:
@@ -65,6 +65,41 @@ class Db:
     def in_list(self, column: str, param: int) -> str:
         """`column` is one of the list passed as $param (as backends.RawSql.in_list)."""
         return f"{column} IN ${param}" if self.dialect == "mysql" else f"{column} = ANY(${param})"
+
+    # The time expressions for planting rows; MySQL's NOW() would drop the fraction.
+    @property
+    def now(self) -> str:
+        """The current time as an SQL expression, to the microsecond."""
+        return "NOW(6)" if self.dialect == "mysql" else "now()"
+
+    def ago(self, seconds: float) -> str:
+        """The time `seconds` ago as an SQL expression (ahead of now when negative)."""
+        if self.dialect == "mysql":
+            return f"NOW(6) - INTERVAL {round(seconds * 1_000_000)} MICROSECOND"
+        return f"now() - interval '{seconds} seconds'"
+
+    def seconds_since(self, column: str) -> str:
+        """The seconds from the time in `column` until now, as an SQL expression."""
+        if self.dialect == "mysql":
+            return f"TIMESTAMPDIFF(MICROSECOND, {column}, NOW(6)) / 1000000"
+        return f"EXTRACT(EPOCH FROM now() - {column})"
+
+    def next_tokens(self, n: int) -> list[int]:
+        """`n` new fencing tokens, from the sequence the services take theirs from."""
+        if self.dialect == "postgres":
+            return [r["t"] for r in self.fetch(
+                "SELECT nextval('qstack_fencing_seq') AS t FROM generate_series(1, $1)", n)]
+        from raw_sql import raw_sql
+
+        from qshared.storage.queries import load_queries
+
+        async def go() -> int:  # LAST_INSERT_ID() is per connection: one for both
+            async with raw_sql(self.dialect, self.url) as conn:
+                await conn.execute(load_queries("mysql")["next_tokens"], {"n": n})
+                return await conn.fetchval("SELECT LAST_INSERT_ID()")
+
+        last = asyncio.run(go())
+        return list(range(last - n + 1, last + 1))
 
 
 def wait_until(check: Callable[[], Any], timeout: float, interval: float = 0.05, what: str = "") -> Any:

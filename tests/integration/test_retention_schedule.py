@@ -7,8 +7,8 @@ from __future__ import annotations
 import asyncio
 import time
 
-from backends import raw_sql
 from prometheus_client import REGISTRY
+from raw_sql import raw_sql
 
 from qfailover.retention import Policy, Retention
 from qfailover.watcher import LEADER_KEY

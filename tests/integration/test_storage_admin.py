@@ -8,7 +8,7 @@ import itertools
 import time
 from datetime import timedelta
 
-from backends import raw_sql
+from raw_sql import raw_sql
 
 from qshared.storage import DISPATCH_CHANNEL
 from qshared.storage.base import JobFilter, Storage

@@ -8,7 +8,7 @@ import time
 from collections.abc import AsyncIterator, Sequence
 
 import pytest
-from backends import RawSql, raw_sql
+from raw_sql import RawSql, raw_sql
 
 from qshared.errors import ValidationFailed
 from qshared.storage.base import Outcome, Storage

@@ -22,9 +22,9 @@ import base64
 import gzip
 import math
 import zlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 import orjson
 
@@ -351,3 +351,54 @@ async def restore_backup(storage: Storage, stream: IO[bytes], source: str) -> di
         raise exc.at(source, reader.line) from None
     schema = [m for m in await storage.migration_status() if m["applied_at"] is not None]
     return {**loaded, "schema": schema, "header": header}
+
+
+class TableLoader(Protocol):
+    """A backend's loader of one table's rows (batched)."""
+
+    table: str
+    loaded: int
+    tops: dict[str, int]  # the largest value of each identity column loaded
+
+    async def add(self, row: list[Any]) -> None: ...
+
+    async def flush(self) -> None: ...
+
+
+async def load_records(
+    records: Iterable[dict[str, Any] | list[Any]], tables: Collection[str],
+    make_loader: Callable[[str, list[str]], TableLoader],
+) -> tuple[dict[str, int], dict[str, int]]:
+    """Feed a backup's table records (after its header) to one loader per table.
+
+    schema_migrations rows are skipped (the target keeps its own: it was just migrated).
+    Returns:
+        ({table: rows loaded}, {"table.column": largest identity value loaded}).
+    Raises:
+        BackupError: a table this database does not have.
+    """
+    loaded: dict[str, int] = {}
+    tops: dict[str, int] = {}
+    loader: TableLoader | None = None
+
+    async def finish() -> None:
+        if loader is not None:
+            await loader.flush()
+            loaded[loader.table] = loader.loaded
+            tops.update({f"{loader.table}.{n}": v for n, v in loader.tops.items()})
+
+    for record in records:
+        if isinstance(record, list):
+            if loader is not None:
+                await loader.add(record)
+            continue
+        await finish()
+        table = record["table"]
+        if table == "schema_migrations":
+            loader = None
+            continue
+        if table not in tables:
+            raise BackupError(f"table {table} does not exist in this database")
+        loader = make_loader(table, record["columns"])
+    await finish()
+    return loaded, tops

@@ -15,7 +15,7 @@ from typing import Any
 import aiomysql
 import pymysql
 
-from qshared.backup import DATA_TABLES, BackupError, decode_value
+from qshared.backup import DATA_TABLES, BackupError, decode_value, load_records
 from qshared.errors import Conflict, StorageError
 from qshared.storage.base import TABLES
 from qshared.storage.mysql_scripts import render
@@ -277,29 +277,8 @@ async def _load(
         if busy:
             raise Conflict(f"restore needs an empty database, but {', '.join(busy)} already "
                            "hold rows: restore into a new database")
-        loaded: dict[str, int] = {}
-        tops: dict[str, int] = {}
-        loader: _Loader | None = None
-        for record in it:
-            if isinstance(record, list):
-                if loader is not None:
-                    await loader.add(record)
-                continue
-            if loader is not None:
-                await loader.flush()
-                loaded[loader.table] = loader.loaded
-                tops.update({f"{loader.table}.{n}": v for n, v in loader.tops.items()})
-            table = record["table"]
-            if table == "schema_migrations":  # the target's own stay: it was just migrated
-                loader = None
-                continue
-            if table not in columns:
-                raise BackupError(f"table {table} does not exist in this database")
-            loader = _Loader(conn, table, record["columns"], columns[table])
-        if loader is not None:
-            await loader.flush()
-            loaded[loader.table] = loader.loaded
-            tops.update({f"{loader.table}.{n}": v for n, v in loader.tops.items()})
+        loaded, tops = await load_records(
+            it, columns, lambda table, names: _Loader(conn, table, names, columns[table]))
         # the fencing counter: at least the backed-up value and every restored token
         [floor] = await _rows(conn, q["restore_fencing_floor"])
         fencing = max(backed_up_fencing, int(floor["floor"] or 0))

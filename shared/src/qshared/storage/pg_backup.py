@@ -10,7 +10,7 @@ from typing import Any
 
 import asyncpg
 
-from qshared.backup import DATA_TABLES, BackupError, decode_value
+from qshared.backup import DATA_TABLES, BackupError, decode_value, load_records
 from qshared.errors import Conflict, StorageError
 from qshared.storage.base import TABLES
 
@@ -168,29 +168,8 @@ async def import_tables(
         if busy:
             raise Conflict(f"restore needs an empty database, but {', '.join(busy)} already "
                            "hold rows: restore into a new database or schema")
-        loaded: dict[str, int] = {}
-        tops: dict[str, int] = {}
-        loader: _Loader | None = None
-        for record in it:
-            if isinstance(record, list):
-                if loader is not None:
-                    await loader.add(record)
-                continue
-            if loader is not None:
-                await loader.flush()
-                loaded[loader.table] = loader.loaded
-                tops.update({f"{loader.table}.{n}": v for n, v in loader.tops.items()})
-            table = record["table"]
-            if table == "schema_migrations":  # the target's own stay: it was just migrated
-                loader = None
-                continue
-            if table not in columns:
-                raise BackupError(f"table {table} does not exist in this database")
-            loader = _Loader(conn, schema, table, record["columns"], columns[table])
-        if loader is not None:
-            await loader.flush()
-            loaded[loader.table] = loader.loaded
-            tops.update({f"{loader.table}.{n}": v for n, v in loader.tops.items()})
+        loaded, tops = await load_records(
+            it, columns, lambda table, names: _Loader(conn, schema, table, names, columns[table]))
         sequences = await _set_sequences(conn, q, columns, header["sequences"], tops)
     return {"tables": loaded, "sequences": sequences}
 
