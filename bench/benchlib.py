@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import asyncpg
 
@@ -21,34 +22,77 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(int(q * len(ordered)), len(ordered) - 1)]
 
 
-async def sql(url: str, query: str, *args: Any) -> list[asyncpg.Record]:
-    """One statement on a connection of its own."""
-    conn = await asyncpg.connect(url)
+def is_mysql(url: str | None) -> bool:
+    return bool(url) and url.split("://", 1)[0].lower() in ("mysql", "mysql+aiomysql", "mariadb")
+
+
+def _mysql_params(url: str) -> dict[str, Any]:
+    parts = urlsplit(url)
+    return {"host": parts.hostname or "127.0.0.1", "port": parts.port or 3306,
+            "user": unquote(parts.username or "root"), "password": unquote(parts.password or ""),
+            "db": parts.path.lstrip("/") or None}
+
+
+async def sql(url: str, query: str, *args: Any) -> list[Any]:
+    """One statement on a connection of its own (PostgreSQL: $1 placeholders; MySQL: %s).
+
+    Rows are mappings; MySQL's time stamps come back naive (UTC): see `aware`.
+    """
+    if not is_mysql(url):
+        conn = await asyncpg.connect(url)
+        try:
+            return await conn.fetch(query, *args)
+        finally:
+            await conn.close()
+    import aiomysql
+
+    conn = await aiomysql.connect(**_mysql_params(url), autocommit=True,
+                                  cursorclass=aiomysql.DictCursor)
     try:
-        return await conn.fetch(query, *args)
+        async with conn.cursor() as cur:
+            await cur.execute(query, args or None)
+            return list(await cur.fetchall())
     finally:
-        await conn.close()
+        conn.close()
+
+
+def aware(value: datetime) -> datetime:
+    """A time stamp as an aware UTC datetime (MySQL's come back naive, in UTC)."""
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 @contextlib.contextmanager
 def private_schema(db: str | None) -> Iterator[str | None]:
-    """A schema of the benchmark's own on `db` (dropped after), as a URL; None stays None
-    (the stack then starts its embedded PostgreSQL)."""
+    """A schema (PostgreSQL) or database (MySQL) of the benchmark's own on `db`, dropped
+    after, as a URL; None stays None (the stack then starts its embedded PostgreSQL)."""
     if not db:
         yield None
         return
-    schema = "bench_" + secrets.token_hex(4)
-    asyncio.run(sql(db, f'CREATE SCHEMA "{schema}"'))
+    name = "bench_" + secrets.token_hex(4)
+    if is_mysql(db):
+        asyncio.run(sql(db, f"CREATE DATABASE `{name}`"))
+        try:
+            yield urlunsplit(urlsplit(db)._replace(path=f"/{name}"))
+        finally:
+            asyncio.run(sql(db, f"DROP DATABASE `{name}`"))
+        return
+    asyncio.run(sql(db, f'CREATE SCHEMA "{name}"'))
     try:
-        yield f"{db}{'&' if '?' in db else '?'}search_path={schema}"
+        yield f"{db}{'&' if '?' in db else '?'}search_path={name}"
     finally:
-        asyncio.run(sql(db, f'DROP SCHEMA "{schema}" CASCADE'))
+        asyncio.run(sql(db, f'DROP SCHEMA "{name}" CASCADE'))
+
+
+def database_label(db: str | None) -> str:
+    if not db:
+        return "postgresql (embedded pgserver)"
+    return "mysql/mariadb (external)" if is_mysql(db) else "postgresql (external)"
 
 
 def report(result: dict[str, Any], out: str, db: str | None, hide: tuple[str, ...] = ()) -> None:
     """Add where it ran, write the JSON to `out` and print the figures as a table."""
     result.update({
-        "database": "postgresql (external)" if db else "postgresql (embedded pgserver)",
+        "database": database_label(db),
         "cores": os.cpu_count(), "at": datetime.now(UTC).isoformat(timespec="seconds"),
     })
     Path(out).parent.mkdir(parents=True, exist_ok=True)

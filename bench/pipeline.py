@@ -1,6 +1,7 @@
 """Pipeline benchmark: enqueue rate, drain throughput and enqueue->start latency.
 
-Starts a real stack (registry, scheduler, N workers as processes) on PostgreSQL and prints:
+Starts a real stack (registry, scheduler, N workers as processes) on PostgreSQL or MySQL and
+prints:
 - enqueue rate: N noop jobs submitted in batches of 1,000 over HTTP;
 - drain throughput: those jobs all become due at one instant (a shared run_at), and the
   time from that instant to the last one finishing gives jobs/s from a full backlog;
@@ -8,8 +9,10 @@ Starts a real stack (registry, scheduler, N workers as processes) on PostgreSQL 
   job's insert (created_at) to its start on a worker (started_at).
 
     uv run python bench/pipeline.py [--db postgresql://...] [--jobs 10000] [--workers 3]
+    uv run python bench/pipeline.py --db postgresql://... --db mysql://...   # side by side
 
 Without --db (or QSTACK_BENCH_DB) an embedded PostgreSQL is started under .qstack/bench.
+With several --db, each runs in turn on the same machine and a comparison table follows.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import httpx
-from benchlib import pct, private_schema, report, sql
+from benchlib import aware, database_label, is_mysql, pct, private_schema, report, sql
 
 from qctl.stack import Stack
 from qshared.client import job_body
@@ -56,11 +59,12 @@ async def measure(stack: Stack, url: str, jobs: int, rate: float, seconds: float
             raise SystemExit("enqueueing took longer than the lead time; raise it")
         # 2. drain from a full backlog
         await wait_final(url, jobs, timeout=600)
-        row = (await sql(url, "SELECT max(finished_at) AS last, min(started_at) AS first,"
-                              " count(*) FILTER (WHERE status = 'succeeded') AS ok FROM jobs"))[0]
-        drain_s = (row["last"] - due).total_seconds()
+        row = (await sql(url, "SELECT max(finished_at) AS last, SUM(CASE WHEN status ="
+                              " 'succeeded' THEN 1 ELSE 0 END) AS ok FROM jobs"))[0]
+        drain_s = (aware(row["last"]) - due).total_seconds()
         # 3. latency at a fixed submission rate
-        await sql(url, "TRUNCATE jobs, job_assignments")
+        for table in ("jobs", "job_assignments"):
+            await sql(url, f"TRUNCATE {table}")
         total = int(rate * seconds)
         interval = 1.0 / rate
         start = time.perf_counter()
@@ -73,10 +77,10 @@ async def measure(stack: Stack, url: str, jobs: int, rate: float, seconds: float
         for resp in await asyncio.gather(*sends):
             resp.raise_for_status()
         await wait_final(url, total, timeout=120)
-        lat = [r["s"] for r in await sql(
-            url, "SELECT EXTRACT(EPOCH FROM started_at - created_at)::float8 AS s FROM jobs")]
+        lat = [(aware(r["started_at"]) - aware(r["created_at"])).total_seconds()
+               for r in await sql(url, "SELECT created_at, started_at FROM jobs")]
     return {
-        "jobs": jobs, "succeeded": row["ok"],
+        "jobs": jobs, "succeeded": int(row["ok"]),
         "enqueue_jobs_per_s": round(jobs / enqueue_s),
         "drain_jobs_per_s": round(jobs / drain_s), "drain_s": round(drain_s, 3),
         "latency_rate_per_s": rate, "latency_samples": len(lat),
@@ -86,19 +90,8 @@ async def measure(stack: Stack, url: str, jobs: int, rate: float, seconds: float
     }
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--db", default=os.environ.get("QSTACK_BENCH_DB"))
-    p.add_argument("--jobs", type=int, default=10_000)
-    p.add_argument("--workers", type=int, default=3)
-    p.add_argument("--concurrency", type=int, default=4)
-    p.add_argument("--rate", type=float, default=200.0, help="submissions/s for the latency run")
-    p.add_argument("--seconds", type=float, default=10.0, help="length of the latency run")
-    p.add_argument("--port-base", type=int, default=18400)
-    p.add_argument("--out", default="bench/results/pipeline.json")
-    args = p.parse_args()
-
-    with private_schema(args.db) as url:
+def run_one(db: str | None, args: argparse.Namespace) -> dict:
+    with private_schema(db) as url:
         stack = Stack(workers=args.workers, concurrency=args.concurrency, database_url=url,
                       port_base=args.port_base, state_dir=".qstack/bench", log_level="warning",
                       queues=("default",), log=lambda m: print(m, file=sys.stderr))
@@ -110,7 +103,41 @@ def main() -> None:
         finally:
             stack.stop()
     result.update({"workers": args.workers, "concurrency": args.concurrency})
-    report(result, args.out, args.db)
+    return result
+
+
+COMPARED = ("enqueue_jobs_per_s", "drain_jobs_per_s", "enqueue_to_start_p50_ms",
+            "enqueue_to_start_p99_ms", "enqueue_to_start_max_ms")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--db", action="append", help="a database URL; repeat to compare "
+                   "(default: QSTACK_BENCH_DB, else an embedded PostgreSQL)")
+    p.add_argument("--jobs", type=int, default=10_000)
+    p.add_argument("--workers", type=int, default=3)
+    p.add_argument("--concurrency", type=int, default=4)
+    p.add_argument("--rate", type=float, default=200.0, help="submissions/s for the latency run")
+    p.add_argument("--seconds", type=float, default=10.0, help="length of the latency run")
+    p.add_argument("--port-base", type=int, default=18400)
+    p.add_argument("--out", default="bench/results/pipeline.json")
+    args = p.parse_args()
+    dbs = args.db or [os.environ.get("QSTACK_BENCH_DB")]
+    results = []
+    for db in dbs:
+        result = run_one(db, args)
+        out = args.out if len(dbs) == 1 else args.out.replace(
+            ".json", "-mysql.json" if is_mysql(db) else "-postgres.json")
+        report(result, out, db)
+        results.append(result)
+        print()
+    if len(results) > 1:
+        labels = [database_label(db) for db in dbs]
+        width = max(len(k) for k in COMPARED)
+        print(f"{'':<{width}}  " + "  ".join(f"{label:>30}" for label in labels))
+        for key in COMPARED:
+            print(f"{key:<{width}}  " + "  ".join(f"{r[key]:>30}" for r in results))
+
 
 if __name__ == "__main__":
     main()
