@@ -245,11 +245,13 @@ async def import_tables(
                 raise BackupError(f"sequence {name}: {name} is not an identity column here")
             if not column and name != FENCING_SEQUENCE:
                 raise BackupError(f"sequence {name} does not exist in this database")
+        # AUTO_INCREMENT counters move by DDL, which commits on its own: so before any row
+        # goes in (a user without ALTER is refused here, with nothing loaded). This covers
+        # ids handed out for rows deleted before the backup; explicit ids then move each
+        # counter past the largest id restored, which the second call only reads.
+        await _raise_counters(conn, q, backed_up, {})
         loaded, tops, fencing = await _load(conn, q, columns, it,
                                             backed_up.get(FENCING_SEQUENCE, 0))
-        # AUTO_INCREMENT counters move by DDL, which commits: after the data is in. Explicit
-        # ids already moved each past the largest id restored; this covers ids handed out
-        # for rows deleted before the backup.
         sequences = await _raise_counters(conn, q, backed_up, tops)
         if fencing:
             sequences[FENCING_SEQUENCE] = fencing
