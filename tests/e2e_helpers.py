@@ -40,8 +40,9 @@ def free_port_base(span: int = 30) -> int:
 class Db:
     """Synchronous SQL against the stack's database (PostgreSQL or MySQL), for checking effects.
 
-    Statements use $1, $2 ... placeholders on both (backends.raw_sql fills them in on MySQL);
-    a list goes in through `in_list`, the one place the dialects differ for these checks.
+    Statements use $1, $2 ... placeholders on both (raw_sql fills them in on MySQL); a list
+    goes in through `in_list`, and rows are planted with `now`, `ago`, `seconds_since` and
+    `next_tokens` where the dialects spell them differently.
     """
 
     def __init__(self, url: str) -> None:
@@ -63,7 +64,7 @@ class Db:
         return next(iter(rows[0].values())) if rows else None
 
     def in_list(self, column: str, param: int) -> str:
-        """`column` is one of the list passed as $param (as backends.RawSql.in_list)."""
+        """`column` is one of the list passed as $param (as raw_sql.RawSql.in_list)."""
         return f"{column} IN ${param}" if self.dialect == "mysql" else f"{column} = ANY(${param})"
 
     # The time expressions for planting rows; MySQL's NOW() would drop the fraction.

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 from e2e_helpers import wait_until
+from stack_fixtures import on_each_database
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, on_each_database]
 
 
 def test_a_blocked_loop_shows_as_unhealthy_with_its_lag(start_stack, db):

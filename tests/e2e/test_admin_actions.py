@@ -9,10 +9,11 @@ import time
 import httpx
 import pytest
 from e2e_helpers import qctl_runner, stack_env, wait_until
+from stack_fixtures import on_each_database
 
 from qshared.client import job_body
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, on_each_database]
 
 # Without a wake-up the dispatcher would look again only after 30 s: a resume that runs the
 # queue's jobs at once shows that it woke the dispatcher.
@@ -47,7 +48,8 @@ def enqueue(stack, n: int, task: str = "noop", **options) -> list[int]:
 
 
 def jobs(db, ids) -> dict[int, dict]:
-    return {r["id"]: r for r in db.fetch("SELECT * FROM jobs WHERE id = ANY($1)", list(ids))}
+    return {r["id"]: r for r in db.fetch(f"SELECT * FROM jobs WHERE {db.in_list('id', 1)}",
+                                         list(ids))}
 
 
 def statuses(db, ids) -> dict[int, str]:
@@ -58,6 +60,12 @@ def wait_final(db, ids, timeout: float = 30) -> dict[int, dict]:
     wait_until(lambda: all(s in FINAL for s in statuses(db, ids).values()), timeout=timeout,
                interval=0.1, what=f"jobs {ids} to finish")
     return jobs(db, ids)
+
+
+def paused(db, queue: str):
+    """queue_settings.paused of `queue`: MySQL's BOOLEAN is a TINYINT, read back as 0 or 1."""
+    value = db.value("SELECT paused FROM queue_settings WHERE queue_name = $1", queue)
+    return bool(value) if db.dialect == "mysql" and value is not None else value
 
 
 def table_snapshot(db) -> list[tuple]:
@@ -80,7 +88,7 @@ def test_a_paused_queue_waits_while_others_run_and_resume_runs_it_at_once(stack,
     for _ in range(2):  # idempotent
         resp = http.post("/api/v1/queues/emails/pause")
         assert resp.status_code == 200 and resp.json() == {"queue": "emails", "paused": True}
-    assert db.value("SELECT paused FROM queue_settings WHERE queue_name = 'emails'") is True
+    assert paused(db, "emails") is True
 
     held = enqueue(stack, 6, queue="emails")  # enqueue is still accepted
     ran = enqueue(stack, 6, queue="default")
@@ -105,7 +113,7 @@ def test_a_paused_queue_waits_while_others_run_and_resume_runs_it_at_once(stack,
     assert {j["status"] for j in done.values()} == {"succeeded"}
     assert time.monotonic() - started < POLL / 3  # woken, not polled
     assert http.post("/api/v1/queues/emails/resume").json()["paused"] is False
-    assert db.value("SELECT paused FROM queue_settings WHERE queue_name = 'emails'") is False
+    assert paused(db, "emails") is False
 
 
 def test_pausing_a_queue_without_jobs_lists_it(http):
@@ -277,7 +285,7 @@ def test_bad_single_requests_are_refused_and_change_nothing(stack, db, http):
 def test_qctl_queue_list_pause_and_resume(stack, db, qctl):
     out = qctl("queue", "pause", "cli").stdout
     assert "queue cli paused" in out
-    assert db.value("SELECT paused FROM queue_settings WHERE queue_name = 'cli'") is True
+    assert paused(db, "cli") is True
     held = enqueue(stack, 2, queue="cli")
     listed = {q["queue"]: q for q in json.loads(qctl("queue", "list", "-o", "json").stdout)[
         "queues"]}
@@ -290,7 +298,7 @@ def test_qctl_queue_list_pause_and_resume(stack, db, qctl):
 
     assert json.loads(qctl("queue", "resume", "cli", "-o", "json").stdout) == {
         "queue": "cli", "paused": False}
-    assert db.value("SELECT paused FROM queue_settings WHERE queue_name = 'cli'") is False
+    assert paused(db, "cli") is False
     assert {j["status"] for j in wait_final(db, held, timeout=POLL / 3).values()} == {
         "succeeded"}
     qctl("queue", "pause", "bad name", code=2)  # refused as invalid: a usage error

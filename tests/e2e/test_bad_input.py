@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import httpx
 import pytest
+from stack_fixtures import on_each_database
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, on_each_database]
 
 
 @pytest.fixture(scope="module")

@@ -11,11 +11,12 @@ import uuid
 
 import pytest
 from e2e_helpers import qctl_runner, wait_until
+from stack_fixtures import on_each_database
 
 from qctl.contexts import Context, ContextStore
 from qshared.client import Client, job_body
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, on_each_database]
 
 TTL = 4.0
 ENV = {
@@ -91,11 +92,11 @@ def test_list_locks_shows_api_locks_and_leader_leases(stack, db, qctl):
 
 def test_clear_stale_locks_removes_expired_rows_and_keeps_live_ones(stack, db, qctl):
     db.fetch("INSERT INTO distributed_locks (lock_key, owner, token, acquired_at, expires_at)"
-             " VALUES ('e2e:stale-row', 'gone-owner', nextval('qstack_fencing_seq'),"
-             " now() - interval '10 minutes', now() - interval '5 minutes')")
+             f" VALUES ('e2e:stale-row', 'gone-owner', $1, {db.ago(600)}, {db.ago(300)})",
+             *db.next_tokens(1))
     take_lock(stack, "e2e:short-lease", 50)
     live = take_lock(stack, "e2e:live", 60_000)
-    wait_until(lambda: db.value("SELECT expires_at < now() FROM distributed_locks"
+    wait_until(lambda: db.value(f"SELECT expires_at < {db.now} FROM distributed_locks"
                                 " WHERE lock_key = 'e2e:short-lease'"), timeout=5,
                what="the 50 ms lease to run out")
     listed = {lock["key"]: lock for lock in as_json(qctl("queue", "list-locks", "-o",
@@ -123,11 +124,11 @@ def test_cleanup_crashed_takes_jobs_back_from_a_stopped_worker(stack, db, qctl):
     db.fetch("INSERT INTO queue_workers (id, hostname, pid, queues, concurrency, status)"
              " VALUES ($1, 'gone.example', 1, 'orphans', 1, 'stopped')", ghost)
     # jobs of a queue nobody serves, so they stay pending once taken back
-    jobs = db.fetch(
-        "INSERT INTO jobs (queue_name, task_name, status, attempts, worker_id, token,"
-        " assigned_at) SELECT 'orphans', 'noop', 'assigned', 1, $1,"
-        " nextval('qstack_fencing_seq'), now() FROM generate_series(1, 3) RETURNING id, token",
-        ghost)
+    for token in db.next_tokens(3):
+        db.fetch("INSERT INTO jobs (queue_name, task_name, status, attempts, worker_id, token,"
+                 f" assigned_at) VALUES ('orphans', 'noop', 'assigned', 1, $1, $2, {db.now})",
+                 ghost, token)
+    jobs = db.fetch("SELECT id, token FROM jobs WHERE worker_id = $1 ORDER BY id", ghost)
     ids = [j["id"] for j in jobs]
     for job in jobs:
         db.fetch("INSERT INTO job_assignments (job_id, token, worker_id, queue_name)"
@@ -137,9 +138,10 @@ def test_cleanup_crashed_takes_jobs_back_from_a_stopped_worker(stack, db, qctl):
     assert report["orphans"] == [ghost]
     assert report["jobs_recovered"] == 3 and report["declared_dead"] == []
 
-    rows = db.fetch("SELECT status, worker_id FROM jobs WHERE id = ANY($1)", ids)
+    rows = db.fetch(f"SELECT status, worker_id FROM jobs WHERE {db.in_list('id', 1)}", ids)
     assert rows == [{"status": "pending", "worker_id": None}] * 3
-    outcomes = db.fetch("SELECT outcome FROM job_assignments WHERE job_id = ANY($1)", ids)
+    outcomes = db.fetch(f"SELECT outcome FROM job_assignments WHERE {db.in_list('job_id', 1)}",
+                        ids)
     assert [o["outcome"] for o in outcomes] == ["lost"] * 3
     events = db.fetch("SELECT * FROM failover_events WHERE failed_worker_id = $1", ghost)
     assert [(e["event_type"], e["jobs_recovered"]) for e in events] == [("orphans_recovered", 3)]
@@ -162,7 +164,7 @@ def test_forced_failover_recovery_declares_a_paused_worker_dead(stack, db, qctl)
                what="the victim to run jobs")
     stack.kill("worker-1", signal.SIGSTOP)
     try:
-        wait_until(lambda: db.value("SELECT EXTRACT(EPOCH FROM now() - last_heartbeat_at)"
+        wait_until(lambda: db.value(f"SELECT {db.seconds_since('last_heartbeat_at')}"
                                     " FROM queue_workers WHERE id = $1", victim) > TTL + 1,
                    timeout=30, interval=0.2, what="the victim's heartbeat to pass the TTL")
         held = [r["id"] for r in db.fetch(
@@ -186,9 +188,9 @@ def test_forced_failover_recovery_declares_a_paused_worker_dead(stack, db, qctl)
         details = event[0]["details"]
         assert (json.loads(details) if isinstance(details, str) else details)["forced"] is True
         wait_until(lambda: db.value("SELECT count(*) FROM jobs WHERE status = 'succeeded'"
-                                    " AND id = ANY($1)", ids) == len(ids),
+                                    f" AND {db.in_list('id', 1)}", ids) == len(ids),
                    timeout=60, what="every job to succeed on the other workers")
-        reran = db.fetch("SELECT worker_id FROM jobs WHERE id = ANY($1)", held)
+        reran = db.fetch(f"SELECT worker_id FROM jobs WHERE {db.in_list('id', 1)}", held)
         assert victim not in {r["worker_id"] for r in reran}
     finally:
         stack.kill("worker-1", signal.SIGCONT)

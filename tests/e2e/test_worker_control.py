@@ -7,10 +7,11 @@ import itertools
 
 import pytest
 from e2e_helpers import wait_until
+from stack_fixtures import on_each_database
 
 from qshared.client import AsyncClient, Client, job_body
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, on_each_database]
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +54,8 @@ def test_drain_then_stop_reach_the_worker_through_its_heartbeat(stack, db):
         jobs = client.enqueue_many([job_body("noop") for _ in range(50)])
         for job_id in jobs:
             assert client.wait(job_id, timeout=30)["status"] == "succeeded"
-    ran_on = {r["worker_id"] for r in db.fetch("SELECT worker_id FROM jobs WHERE id = ANY($1)",
-                                                 jobs)}
+    ran_on = {r["worker_id"] for r in db.fetch(
+        f"SELECT worker_id FROM jobs WHERE {db.in_list('id', 1)}", jobs)}
     assert ran_on == {other}
     assert db.value("SELECT status FROM queue_workers WHERE id = $1", drained) == "draining"
 
