@@ -4,11 +4,24 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import socket
 import sys
 
 from qshared.config import Settings, load_settings
 from qshared.errors import ConfigError
 from qshared.http import run, serve, setup_logging
+
+
+def advertised_url(host: str, port: int) -> str:
+    """Where the scheduler reaches this worker's /admin/wake when QSTACK_ADVERTISE_URL is
+    unset: the listen address, or this machine's own address when listening on all of them
+    (0.0.0.0 in a container: the container's address on its network)."""
+    if host in ("0.0.0.0", "::", ""):
+        try:
+            host = socket.gethostbyname(socket.gethostname())
+        except OSError:
+            host = socket.gethostname()
+    return f"http://{host}:{port}"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -53,7 +66,7 @@ def _start(settings: Settings) -> None:
         def on_started(port: int) -> None:
             w = app[WORKER]
             if w.admin_url is None:
-                w.admin_url = f"http://{settings.qstack_host}:{port}"
+                w.admin_url = advertised_url(settings.qstack_host, port)
             asyncio.get_running_loop().create_task(w.start())
 
         await serve(app, settings.qstack_host, settings.qstack_port,
