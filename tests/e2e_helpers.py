@@ -28,10 +28,21 @@ def _port_free(port: int) -> bool:
     return True
 
 
+def _ephemeral_low(default: int = 32768) -> int:
+    """The lowest port the kernel hands out to outgoing connections."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return default
+
+
 def free_port_base(span: int = 30) -> int:
-    """A base port whose next `span` ports are all free."""
+    """A base port whose next `span` ports are all free, below the kernel's range for
+    outgoing connections: a port free now is not taken later by some client's socket
+    (a stack's services bind theirs a moment after this check)."""
+    top = max(_ephemeral_low() - span - 100, 12000)
     for _ in range(200):
-        base = random.randrange(20000, 60000, 100)
+        base = random.randrange(10000, top, 100)
         if all(_port_free(base + i) for i in range(1, span)):
             return base
     raise RuntimeError("no free port range found")
