@@ -23,6 +23,7 @@ import gzip
 import math
 import zlib
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import IO, Any, Protocol
 
@@ -351,6 +352,20 @@ async def restore_backup(storage: Storage, stream: IO[bytes], source: str) -> di
         raise exc.at(source, reader.line) from None
     schema = [m for m in await storage.migration_status() if m["applied_at"] is not None]
     return {**loaded, "schema": schema, "header": header}
+
+
+Record = dict[str, Any] | list[Any]  # a backup line: a header or table dict, or a row
+
+
+@dataclass(slots=True)
+class Column:
+    """One column of a table in a database: its name, backup kind, whether its values come
+    from an identity (AUTO_INCREMENT) counter, and its place in the primary key."""
+
+    name: str
+    kind: str
+    identity: bool
+    pk_position: int | None
 
 
 class TableLoader(Protocol):

@@ -8,14 +8,20 @@ import contextlib
 import functools
 import math
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import aiomysql
 import pymysql
 
-from qshared.backup import DATA_TABLES, BackupError, decode_value, load_records
+from qshared.backup import (
+    DATA_TABLES,
+    BackupError,
+    Column,
+    Record,
+    decode_value,
+    load_records,
+)
 from qshared.errors import Conflict, StorageError
 from qshared.storage.base import TABLES
 from qshared.storage.mysql_scripts import render
@@ -39,19 +45,6 @@ _EARLIEST = datetime(1000, 1, 1)
 # Server errors that mean "this row does not fit", not "the database failed".
 _REFUSED = {1048, 1062, 1264, 1292, 1366, 1406, 1452, 1690, 3140, 3819, 4025, 4038}
 _CHECK_FAILED = {3819, 4025}  # MySQL, MariaDB
-
-Record = dict[str, Any] | list[Any]
-
-
-@dataclass(slots=True)
-class Column:
-    """One column of a table: its name, backup kind, and whether it is AUTO_INCREMENT."""
-
-    name: str
-    kind: str
-    identity: bool
-    pk_position: int | None
-
 
 def ident(name: str) -> str:
     """A quoted identifier (names here come from TABLES and the catalog only)."""

@@ -5,12 +5,18 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 
-from qshared.backup import DATA_TABLES, BackupError, decode_value, load_records
+from qshared.backup import (
+    DATA_TABLES,
+    BackupError,
+    Column,
+    Record,
+    decode_value,
+    load_records,
+)
 from qshared.errors import Conflict, StorageError
 from qshared.storage.base import TABLES
 
@@ -25,19 +31,6 @@ _KINDS = {
     "timestamp with time zone": "timestamp", "json": "json", "jsonb": "json",
     "bytea": "bytes",
 }
-
-Record = dict[str, Any] | list[Any]
-
-
-@dataclass(slots=True)
-class Column:
-    """One column of a table: its name, backup kind, and whether it is an identity column."""
-
-    name: str
-    kind: str
-    identity: bool
-    pk_position: int | None
-
 
 def ident(name: str) -> str:
     """A quoted SQL identifier (names here come from TABLES and the catalog only)."""
