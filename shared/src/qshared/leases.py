@@ -13,6 +13,14 @@ from qshared.storage import Storage
 log = logging.getLogger(__name__)
 
 
+LEADER_ROLES = ("dispatcher", "failover")
+
+
+def leader_key(role: str) -> str:
+    """The distributed_locks row of a role's leader lease ("dispatcher", "failover")."""
+    return f"qstack:leader:{role}"
+
+
 class Lease:
     """Keeps trying to hold `key`; `is_leader` is true only while the lease is live."""
 

@@ -15,13 +15,13 @@ from qfailover import metrics
 from qfailover.detection import Rules, judge
 from qshared.config import Settings
 from qshared.errors import StorageError
-from qshared.leases import Lease
+from qshared.leases import Lease, leader_key
 from qshared.metrics import LEADER
 from qshared.storage import Storage
 
 log = logging.getLogger(__name__)
 
-LEADER_KEY = "qstack:leader:failover"
+LEADER_KEY = leader_key("failover")
 HELD_BACK_EVENT_EVERY = 60.0  # seconds between failover_events rows for a held-back pass
 
 

@@ -11,19 +11,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from qshared.leases import LEADER_ROLES, leader_key
 from qshared.pool import config_skew
 
 LIVE_STATES = ("active", "draining")
-LEADER_ROLES = ("dispatcher", "failover")
 CHECKS = (
     "workers", "unserved_queues", "stale_heartbeats", "version_skew", "config_skew",
     "orphaned_jobs", "lock_leaks", "leaders", "clock_skew",
 )
-
-
-def leader_key(role: str) -> str:
-    """The distributed_locks row of a role's leader lease (the services' naming)."""
-    return f"qstack:leader:{role}"
 
 
 @dataclass(frozen=True)

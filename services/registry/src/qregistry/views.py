@@ -10,6 +10,7 @@ from qregistry.grading import grade
 from qshared.config import Settings
 from qshared.errors import Conflict, NotFound, ValidationFailed
 from qshared.http import json_response, read_model
+from qshared.leases import LEADER_ROLES, leader_key
 from qshared.pool import config_skew
 from qshared.schemas import (
     HeartbeatIn,
@@ -225,8 +226,8 @@ async def health(request: web.Request) -> web.Response:
     for w in workers:
         by_status[w["status"]] = by_status.get(w["status"], 0) + 1
     checks["workers"] = by_status
-    for role in doctor.LEADER_ROLES:
-        lease = leases.get(doctor.leader_key(role))
+    for role in LEADER_ROLES:
+        lease = leases.get(leader_key(role))
         checks[f"{role}_leader"] = lease["owner"] if lease else None
     status, code = "ok", 200
     if checks["failover_leader"] is None or not by_status.get("active"):

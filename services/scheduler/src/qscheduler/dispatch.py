@@ -13,12 +13,12 @@ import httpx
 from qscheduler import metrics
 from qscheduler.selection import RecentAssignments, choose
 from qshared.errors import StorageError
-from qshared.leases import Lease
+from qshared.leases import Lease, leader_key
 from qshared.storage import DISPATCH_CHANNEL, Storage
 
 log = logging.getLogger(__name__)
 
-LEADER_KEY = "qstack:leader:dispatcher"
+LEADER_KEY = leader_key("dispatcher")
 DUE_MARGIN = 0.005  # seconds
 
 
