@@ -4,6 +4,8 @@ and no service meets a privilege it lacks."""
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import signal
 from collections.abc import Iterator
@@ -12,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 from backends import storage_backends, with_database, with_query
-from e2e_helpers import Db, free_port_base, wait_until
+from e2e_helpers import Db, free_port_base, qctl_runner, wait_until
 from grant_places import GrantedPlace, held_granted_place
 
 from qctl.stack import Stack
@@ -89,3 +91,16 @@ def test_no_service_met_a_missing_privilege(stack: Stack) -> None:
     refused = {name: [line for line in s.log_path.read_text().splitlines() if DENIED.search(line)]
                for name, s in stack.services.items() if s.log_path.exists()}
     assert {name: lines for name, lines in refused.items() if lines} == {}
+
+
+def test_qctl_changes_the_schema_as_db_owner_url_and_reads_as_the_runtime_user(
+    place: GrantedPlace, tmp_path: Path,
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DB_", "DATABASE_URL"))}
+    env.update(DATABASE_URL=place.app_url, DB_OWNER_URL=place.owner_url,
+               QSTACK_CONFIG_DIR=str(tmp_path))
+    qctl = qctl_runner(env)
+    migrated = json.loads(qctl("db", "migrate", "--wait", "5", "-o", "json").stdout)
+    assert f"//{place.owner}:" in migrated["database"] and migrated["applied"] == []
+    status = qctl("db", "status")  # everything else runs as the services do
+    assert place.app in status.stdout and place.owner not in status.stdout

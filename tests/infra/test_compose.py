@@ -83,6 +83,28 @@ def test_compose_config_with_every_profile():
     assert "mysql:8.4" in out and "redis:7" in out
 
 
+def test_compose_config_with_the_mysql_profile(tmp_path: Path):
+    """The documented MySQL set-up: every qstack service reaches the `mysql` service with
+    the .env's account, which the MySQL image creates from the same values."""
+    import yaml
+
+    env_file = tmp_path / "mysql.env"
+    env_file.write_text(ENV_EXAMPLE.read_text() + "\nDB_DRIVER=mysql\nDB_HOST=mysql\n"
+                        "DB_PORT=3306\nDB_NAME=jobs\nDB_USER=jobs_app\nDB_PASS=s3cret\n"
+                        "DB_OWNER_URL=mysql://jobs_owner:0wner@mysql:3306/jobs\n")
+    config = yaml.safe_load(_config("--profile", "mysql", "config", env_file=env_file))
+    services = config["services"]
+    mysql = _environment(services["mysql"])
+    assert (mysql["MYSQL_DATABASE"], mysql["MYSQL_USER"], mysql["MYSQL_PASSWORD"]) == (
+        "jobs", "jobs_app", "s3cret")
+    for name in ("migrate", "registry", "scheduler", "failover", "worker"):
+        env = _environment(services[name])
+        settings = load_settings(**{k.lower(): v for k, v in env.items()})
+        assert settings.dsn == "mysql://jobs_app:s3cret@mysql:3306/jobs", name
+    owner = _environment(services["migrate"])["DB_OWNER_URL"]
+    assert owner == "mysql://jobs_owner:0wner@mysql:3306/jobs"
+
+
 # --------------------------------------------------------------------- pure consistency
 
 @pytest.fixture(scope="module")
@@ -156,8 +178,10 @@ def test_environment_is_known_settings(compose: dict[str, Any]):
 
 def test_app_services_wait_for_migrate(compose: dict[str, Any]):
     services = compose["services"]
-    assert services["migrate"]["command"] == ["qctl", "db", "migrate"]
-    assert services["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
+    # migrate waits for whichever database the profile runs (PostgreSQL or MySQL) itself
+    assert services["migrate"]["command"] == ["qctl", "db", "migrate", "--wait", "120"]
+    assert "depends_on" not in services["migrate"]
+    assert _environment(services["migrate"])["DB_OWNER_URL"] == "${DB_OWNER_URL:-}"
     assert "pg_isready" in str(services["postgres"]["healthcheck"]["test"])
     for name in ("registry", "scheduler", "failover", "worker"):
         assert services[name]["depends_on"]["migrate"]["condition"] == \

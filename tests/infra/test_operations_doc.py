@@ -4,12 +4,13 @@
   read-only ones run against a real stack and must exit 0;
 - `qworker ...` is parsed by qworker's own argument parser;
 - `promtool ...` and `docker-compose config ...` run in the repository and must exit 0;
-- `pg_dump` / `pg_restore` run against a scratch PostgreSQL database: a dump taken with the
-  documented command restores every job into an empty database;
+- `pg_dump` / `pg_restore` run against a scratch PostgreSQL database, and `mysqldump` /
+  `mysql` against a scratch MariaDB/MySQL one: a dump taken with the documented command
+  restores every job into an empty database, whose counters go on above the restored ones;
 - `docker compose ...` names a Compose subcommand and only services of compose.yaml;
 - anything else must name a program on PATH.
 
-The tools come from Debian (prometheus, docker-compose, postgresql-client); without one, its
+The tools come from Debian (prometheus, docker-compose, postgresql-client, mariadb-client); without one, its
 commands skip with the reason, except under CI (`CI` set), where they fail.
 """
 
@@ -30,6 +31,8 @@ from urllib.parse import urlsplit, urlunsplit
 import click
 import pytest
 import yaml
+from backends import mysql_database, mysql_params
+from raw_sql import raw_sql
 from tooling import require_tool
 
 from qctl.app import cli
@@ -37,6 +40,7 @@ from qshared.client import Client
 from qshared.config import Settings
 from qshared.storage import open_storage
 from qshared.storage.base import NewJob
+from qshared.storage.queries import load_queries
 from qworker.__main__ import _parser as qworker_parser
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -95,6 +99,7 @@ def _qctl_path(args: list[str]) -> tuple[tuple[str, ...], click.Context]:
 def test_the_document_has_commands():
     assert len(COMMANDS) >= 30, COMMANDS
     assert _by_program("qctl") and _by_program("promtool") and _by_program("pg_dump")
+    assert _by_program("mysqldump") and _by_program("mysql")
 
 
 @pytest.mark.parametrize("line", _by_program("qctl"))
@@ -124,7 +129,9 @@ def test_promtool_commands_pass(line: str):
 
 
 def test_docker_compose_commands_are_real():
-    services = set(yaml.safe_load((ROOT / "compose.yaml").read_text())["services"])
+    compose = yaml.safe_load((ROOT / "compose.yaml").read_text())["services"]
+    services = set(compose)
+    profiles = {p for service in compose.values() for p in service.get("profiles", ())}
     for line in _by_program("docker-compose"):
         require_tool("docker-compose")
         env = {k: v for k, v in os.environ.items() if k.lower() not in Settings.model_fields}
@@ -135,6 +142,9 @@ def test_docker_compose_commands_are_real():
     assert compose_lines
     for line in compose_lines:
         argv = shlex.split(line)[2:]
+        while argv[0] == "--profile":  # global options before the subcommand
+            assert argv[1] in profiles, f"{line}: no such compose profile {argv[1]!r}"
+            argv = argv[2:]
         assert argv[0] in COMPOSE_SUBCOMMANDS, line
         named = [a for a in argv[1:] if not a.startswith("-")]
         named += [a.split("=")[0] for a in argv if "=" in a and not a.startswith("-")]
@@ -145,7 +155,8 @@ def test_docker_compose_commands_are_real():
 
 
 def test_other_commands_name_real_programs():
-    checked = {"qctl", "qworker", "promtool", "docker-compose", "docker", "pg_dump", "pg_restore"}
+    checked = {"qctl", "qworker", "promtool", "docker-compose", "docker", "pg_dump", "pg_restore",
+               "mysqldump", "mysql"}
     for line in COMMANDS:
         program = shlex.split(line)[0]
         if program not in checked:
@@ -238,3 +249,42 @@ def test_backup_and_restore_commands_work(scratch_database, tmp_path):
             await conn.close()
 
     assert asyncio.run(count()) == 3
+
+
+async def test_mysqldump_and_mysql_restore_commands_work(mysql_dsn, tmp_path):
+    require_tool("mysqldump", "mariadb-client")
+    require_tool("mysql", "mariadb-client")
+    (dump_line,) = _by_program("mysqldump")
+    (restore_line,) = _by_program("mysql")
+    async with (mysql_database(mysql_dsn, migrate=True) as source,
+                mysql_database(mysql_dsn, migrate=False) as target):
+        storage = await open_storage(source, pool_size=2)
+        try:
+            taken = [e.id for e in await storage.enqueue(
+                [NewJob("default", "noop", "{}") for _ in range(3)])]
+            async with raw_sql("mysql", source) as conn:
+                await conn.execute(load_queries("mysql")["next_tokens"], {"n": 5})
+                counters = await conn.fetch("SELECT * FROM qstack_sequences")
+        finally:
+            await storage.close()
+        for line, url in ((dump_line, source), (restore_line, target)):
+            p = mysql_params(url)
+            env = {**os.environ, "DB_HOST": p["host"], "DB_PORT": str(p["port"]),
+                   "DB_USER": p["user"], "DB_PASS": p["password"], "DB_NAME": p["db"]}
+            proc = await asyncio.to_thread(
+                subprocess.run, line, shell=True, cwd=tmp_path, capture_output=True,
+                text=True, timeout=120, env=env)
+            assert proc.returncode == 0, f"{line}\n{proc.stdout}\n{proc.stderr}"
+
+        storage = await open_storage(target, pool_size=2)
+        try:
+            assert all(m["applied_at"] for m in await storage.migration_status())
+            restored = await storage.list_jobs(queue=None, status=None, task=None,
+                                               before_id=None, limit=10)
+            assert sorted(j["id"] for j in restored) == sorted(taken)
+            (new,) = await storage.enqueue([NewJob("default", "noop", "{}")])
+            assert new.id > max(taken)  # AUTO_INCREMENT came along
+        finally:
+            await storage.close()
+        async with raw_sql("mysql", target) as conn:  # and the fencing-token counter
+            assert counters and await conn.fetch("SELECT * FROM qstack_sequences") == counters

@@ -79,6 +79,17 @@ def resolve_dsn(
     return load_settings().dsn, "DB_* settings"
 
 
+def resolve_owner_dsn(db: str | None = None, *,
+                      env: Mapping[str, str] | None = None) -> tuple[str, str]:
+    """The database for schema changes (migrate, restore) and where that came from: `--db`,
+    then DB_OWNER_URL (the owner account, where the services run as a restricted user),
+    then as `resolve_dsn`."""
+    env = os.environ if env is None else env
+    if not db and env.get("DB_OWNER_URL"):
+        return env["DB_OWNER_URL"], "DB_OWNER_URL"
+    return resolve_dsn(db, env=env)
+
+
 async def _open(dsn: str) -> Storage:
     try:
         return await asyncio.wait_for(open_storage(dsn, pool_size=2), CONNECT_TIMEOUT)

@@ -30,6 +30,11 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         None, description="One-line alternative to DB_*: postgresql://user:pass@host:port/db."
     )
+    db_owner_url: str | None = Field(
+        None, description="DSN of the schema's owner account, for schema changes: `qctl db "
+        "migrate` and `qctl restore` use it when given (DB_OWNER_URL); the services keep "
+        "the least-privilege DB_* / DATABASE_URL account.",
+    )
     db_pool_size: int = Field(20, ge=1, le=1000, description="Connections per service pool.")
     db_max_idle_time: float = Field(
         3600, gt=0, description="Seconds an idle pooled connection is kept (DB_MAX_IDLE_TIME)."

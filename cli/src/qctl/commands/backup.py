@@ -15,7 +15,7 @@ import click
 from rich.text import Text
 
 from qctl import output
-from qctl.database import redact, resolve_dsn, with_storage
+from qctl.database import redact, resolve_dsn, resolve_owner_dsn, with_storage
 from qctl.errors import FAILED, USAGE, CliError, exit_code_for
 from qctl.options import output_format, output_option
 from qshared.backup import BackupError, restore_backup, write_backup
@@ -122,9 +122,9 @@ def restore(ctx: click.Context, file: str, db: str | None) -> None:
     one transaction and the sequences are set above every restored id and fencing token.
     Refused when the database already holds data, or when the backup comes from a newer
     schema. A damaged or truncated file changes nothing (exit code 2). FILE may be '-'
-    (standard input).
+    (standard input). Runs as DB_OWNER_URL when that is set (it changes the schema).
     """
-    dsn, source = resolve_dsn(db)
+    dsn, source = resolve_owner_dsn(db)
     name = "standard input" if file == "-" else file
     with contextlib.ExitStack() as stack:
         try:

@@ -6,10 +6,18 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import click
+from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_fixed
 
 from qctl import output
-from qctl.database import migrate, migration_status, redact, resolve_dsn, with_storage
-from qctl.errors import FAILED, CliError, exit_code_for
+from qctl.database import (
+    migrate,
+    migration_status,
+    redact,
+    resolve_dsn,
+    resolve_owner_dsn,
+    with_storage,
+)
+from qctl.errors import FAILED, UNREACHABLE, CliError, exit_code_for
 from qctl.options import output_format, output_option
 from qshared.errors import QstackError, StorageError
 
@@ -21,17 +29,31 @@ def db_group() -> None:
     """Database schema and health: migrate, status, performance-stats."""
 
 
+def _unreachable(exc: BaseException) -> bool:
+    return isinstance(exc, StorageError) and exit_code_for(exc) == UNREACHABLE
+
+
 @db_group.command("migrate")
 @click.option("--db", metavar="URL", help=_DB_HELP)
+@click.option("--wait", "wait_s", type=click.FloatRange(min=0), default=0, show_default=True,
+              metavar="SECONDS",
+              help="Keep trying this long while the database does not answer yet (a "
+                   "container starting beside it); other errors fail at once.")
 @output_option
 @click.pass_context
-def db_migrate(ctx: click.Context, db: str | None) -> None:
-    """Apply every pending migration (safe to run concurrently and repeatedly)."""
-    dsn, source = resolve_dsn(db)
+def db_migrate(ctx: click.Context, db: str | None, wait_s: float) -> None:
+    """Apply every pending migration (safe to run concurrently and repeatedly).
+
+    Runs as DB_OWNER_URL when that is set (the schema's owner), else as the services do.
+    """
+    dsn, source = resolve_owner_dsn(db)
+    attempts = Retrying(stop=stop_after_delay(wait_s), wait=wait_fixed(1),
+                        retry=retry_if_exception(_unreachable), reraise=True)
     try:
-        applied = migrate(dsn)
+        applied = attempts(migrate, dsn)
     except StorageError as exc:
-        raise CliError(f"database {redact(dsn)} ({source}): {exc.message}",
+        waited = f" (still unreachable after {wait_s:g}s)" if wait_s and _unreachable(exc) else ""
+        raise CliError(f"database {redact(dsn)} ({source}): {exc.message}{waited}",
                        exit_code_for(exc)) from None
     if output_format(ctx) == "json":
         output.print_json({"database": redact(dsn), "applied": applied})
