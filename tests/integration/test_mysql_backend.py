@@ -22,7 +22,7 @@ from test_backup import dump, populate
 
 from qshared.backup import restore_backup
 from qshared.storage import DISPATCH_CHANNEL, open_storage
-from qshared.storage.base import TABLES, Outcome, Storage
+from qshared.storage.base import TABLES, NewJob, Outcome, Storage
 from qshared.storage.mysql import INTERNAL_TABLES
 from qshared.storage.queries import load_queries
 
@@ -66,6 +66,32 @@ async def test_a_wake_up_committed_after_a_newer_one_is_still_delivered(
     finally:
         slow.close()
         await sub.close()
+
+
+async def test_a_commit_wakes_the_same_processs_subscribers_before_it_returns(
+    my: Storage, mysql_url: str
+) -> None:
+    """The dispatcher beside the scheduler that took a job hears of it at commit, not at
+    the next poll; another process's storage (its own pool) still hears of it by polling."""
+    here: list[str] = []
+    there = asyncio.Event()
+    other = await open_storage(mysql_url, pool_size=1)
+    subs = [await my.subscribe(DISPATCH_CHANNEL, lambda: here.append("woken")),
+            await other.subscribe(DISPATCH_CHANNEL, there.set)]
+    try:
+        await asyncio.sleep(0.2)  # nothing yet
+        assert here == [] and not there.is_set()
+        await my.enqueue([NewJob("default", "noop", "{}")])
+        assert here == ["woken"]  # before enqueue returned: no poll could have run since
+        await asyncio.wait_for(there.wait(), timeout=2.0)
+        await subs[0].close()
+        calls = len(here)  # (its poll may have called back once more meanwhile)
+        await my.enqueue([NewJob("default", "noop", "{}")])
+        assert len(here) == calls  # a closed one is not called
+    finally:
+        for sub in subs:
+            await sub.close()
+        await other.close()
 
 
 async def test_a_killed_workers_liveness_lock_is_free_at_once(

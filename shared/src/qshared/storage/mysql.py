@@ -100,6 +100,9 @@ class MysqlStorage(Storage):
         self._q = load_queries("mysql")
         self._closed = False
         self._db_started: datetime | None = None
+        # this process's subscriptions per channel: a commit that notifies a channel calls
+        # them back at once (the poll would take up to POLL_S); other processes poll
+        self._local: dict[str, set[MysqlSubscription]] = {}
 
     @classmethod
     @translated
@@ -163,6 +166,9 @@ class MysqlStorage(Storage):
             yield tx
             if tx.open:
                 await conn.commit()
+        for channel in tx.channels:  # committed: wake this process's listeners now
+            for sub in tuple(self._local.get(channel, ())):
+                sub.wake()
 
     async def _fetch(self, sql: str, **args: Any) -> list[dict[str, Any]]:
         async with self._conn() as conn:
@@ -531,8 +537,11 @@ class MysqlStorage(Storage):
 
     @translated
     async def subscribe(self, channel: str, callback: Callback) -> Subscription:
-        sub = MysqlSubscription(self._params, self._q, channel, callback)
+        local = self._local.setdefault(channel, set())
+        sub = MysqlSubscription(self._params, self._q, channel, callback,
+                                on_close=local.discard)
         await sub.start()
+        local.add(sub)
         return sub
 
     # -- registry ----------------------------------------------------------------------

@@ -128,9 +128,11 @@ class Tx:
 
     def __init__(self, conn: aiomysql.Connection, opening: Sequence[Part]) -> None:
         self.conn, self._opening, self._open = conn, opening, False
+        self.channels: set[str] = set()  # the channels its statements notified
 
     async def run(self, *parts: Part, commit: bool = False) -> list[Result]:
         """Results of `parts` only (not of the opening or the COMMIT)."""
+        self.channels.update(args["channel"] for _, args in parts if args and "channel" in args)
         head = [] if self._open else list(self._opening)
         tail: list[Part] = [("COMMIT", None)] if commit else []
         results = await script(self.conn, [*head, *parts, *tail])

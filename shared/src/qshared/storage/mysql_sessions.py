@@ -9,7 +9,7 @@ import hashlib
 import logging
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -210,11 +210,23 @@ class MysqlSubscription(_Session):
     name = "notifications"
 
     def __init__(self, params: MysqlParams, queries: Mapping[str, str], channel: str,
-                 callback: Callback) -> None:
+                 callback: Callback,
+                 on_close: Callable[[MysqlSubscription], None] | None = None) -> None:
         super().__init__(params, queries)
-        self._channel, self._callback = channel, callback
+        self._channel, self._callback, self._on_close = channel, callback, on_close
         self._horizon = 0
         self._seen: dict[int, float] = {}
+
+    def wake(self) -> None:
+        """Call back now: this process committed a notification of the channel (the poll
+        sees the row later and calls back once more; a wake-up is only a hint)."""
+        if self._task is not None and not self._task.done():
+            self._callback()
+
+    async def close(self) -> None:
+        if self._on_close is not None:
+            self._on_close(self)
+        await super().close()
 
     async def _run(self) -> None:
         first = True
