@@ -17,21 +17,23 @@ from typing import Any
 
 import orjson
 import pytest
-from e2e_helpers import Db, empty_schema, qctl_runner, wait_until
+from e2e_helpers import Db, qctl_runner, wait_until
+from stack_fixtures import held_place, on_each_database
 
 from qshared.backup import BackupReader, encode_value
 from qshared.client import job_body
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, on_each_database]
 
 FAST = {"WORKER_HEALTH_CHECK_INTERVAL": "1", "WORKER_REGISTRATION_TTL": "4"}
 UNFINISHED = ("pending", "assigned", "running")
 
 
 @pytest.fixture(scope="module")
-def empty_url(pg_dsn: str) -> Iterator[str]:
-    """A second schema of this module's, empty (not even migrated): where the backup goes."""
-    with empty_schema(pg_dsn) as url:
+def empty_url(e2e_backend: str, e2e_server_dsn: str) -> Iterator[str]:
+    """A second schema (PostgreSQL) or database (MySQL) of this module's, on its backend,
+    empty (not even migrated): where the backup goes."""
+    with held_place(e2e_backend, e2e_server_dsn, migrate=False) as url:
         yield url
 
 
@@ -126,10 +128,12 @@ def test_backup_during_a_load_wipe_restore_and_the_restored_stack_finishes_the_j
     producer.start()
     try:
         wait_until(lambda: len(producer.taken()) >= 60, timeout=20, what="a load")
-        with stack.client() as client:  # surely running while the snapshot is taken
-            sleepers = client.enqueue_many([job_body("sleep", 5, max_attempts=3)
+        # surely running while the snapshot is taken: they must outlast the start of the
+        # qctl process below (seconds on a loaded machine); the restored stack reruns them
+        with stack.client() as client:
+            sleepers = client.enqueue_many([job_body("sleep", 8, max_attempts=3)
                                             for _ in range(2)])
-        wait_until(lambda: db.value("SELECT count(*) FROM jobs WHERE id = ANY($1)"
+        wait_until(lambda: db.value(f"SELECT count(*) FROM jobs WHERE {db.in_list('id', 1)}"
                                     " AND status = 'running'", sleepers) == 2,
                    timeout=15, what="the sleepers to run")
         before = producer.taken() + sleepers
@@ -175,12 +179,14 @@ def test_backup_during_a_load_wipe_restore_and_the_restored_stack_finishes_the_j
     stack2 = start_stack(workers=2, concurrency=4, env=FAST, database_url=empty_url)
     try:
         def finished() -> bool:
-            rows = target.fetch("SELECT status FROM jobs WHERE id = ANY($1)", unfinished)
+            rows = target.fetch(f"SELECT status FROM jobs WHERE {target.in_list('id', 1)}",
+                                unfinished)
             return all(r["status"] in ("succeeded", "dead", "cancelled") for r in rows)
 
         wait_until(finished, timeout=45, interval=0.25, what="the restored jobs to finish")
         after = {r["id"]: r for r in target.fetch(
-            "SELECT id, task_name, status, attempts FROM jobs WHERE id = ANY($1)", unfinished)}
+            "SELECT id, task_name, status, attempts FROM jobs"
+            f" WHERE {target.in_list('id', 1)}", unfinished)}
         for job_id in unfinished:
             expected = "dead" if jobs[job_id]["task_name"] == "fail" else "succeeded"
             assert after[job_id]["status"] == expected, (job_id, jobs[job_id], after[job_id])

@@ -5,19 +5,22 @@ refused with a clear error and deletes nothing."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 
 import httpx
 import pytest
 from e2e_helpers import Db, qctl_runner, stack_env, wait_until
+from stack_fixtures import on_each_database
 
 from qshared.client import job_body
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, on_each_database]
 
 FINAL = ("succeeded", "dead", "cancelled")
 RETENTION = "/admin/queue/failover/retention"
+_serial = itertools.count(1)  # planted failover events' unique event types
 
 
 # -- helpers ----------------------------------------------------------------------------
@@ -28,13 +31,13 @@ def enqueue(stack, n: int, task: str = "noop", **options) -> list[int]:
 
 def wait_final(db: Db, ids: list[int]) -> None:
     wait_until(lambda: {r["status"] for r in db.fetch(
-        "SELECT status FROM jobs WHERE id = ANY($1)", ids)} <= set(FINAL), timeout=30,
+        f"SELECT status FROM jobs WHERE {db.in_list('id', 1)}", ids)} <= set(FINAL), timeout=30,
         interval=0.1, what=f"jobs {ids} to finish")
 
 
 def age(db: Db, table: str, column: str, ids: list[int], days: float) -> None:
-    db.fetch(f"UPDATE {table} SET {column} = now() - make_interval(secs => $2) "
-             "WHERE id = ANY($1)", ids, days * 86400)
+    db.fetch(f"UPDATE {table} SET {column} = {db.ago(days * 86400)} "
+             f"WHERE {db.in_list('id', 1)}", ids)
 
 
 def age_jobs(db: Db, ids: list[int], days: float) -> None:
@@ -45,7 +48,8 @@ def age_jobs(db: Db, ids: list[int], days: float) -> None:
 
 
 def present(db: Db, table: str, ids: list[int]) -> set[int]:
-    return {r["id"] for r in db.fetch(f"SELECT id FROM {table} WHERE id = ANY($1)", ids)}
+    return {r["id"] for r in db.fetch(f"SELECT id FROM {table} WHERE {db.in_list('id', 1)}",
+                                      ids)}
 
 
 def health_check_ids(db: Db, n: int) -> list[int]:
@@ -58,21 +62,29 @@ def health_check_ids(db: Db, n: int) -> list[int]:
 
 
 def failover_events(db: Db, *days: float) -> list[int]:
-    """Failover events `days` old each; their ids."""
-    return [db.value("INSERT INTO failover_events (event_type, failover_at, details) "
-                     "VALUES ('retention_test', now() - make_interval(secs => $1), '{}') "
-                     "RETURNING id", d * 86400) for d in days]
+    """Failover events `days` old each; their ids (each found by its event type, unique:
+    MySQL has no RETURNING)."""
+    ids = []
+    for d in days:
+        kind = f"retention_test_{next(_serial)}"
+        db.fetch("INSERT INTO failover_events (event_type, failover_at, details) "
+                 f"VALUES ($1, {db.ago(d * 86400)}, '{{}}')", kind)
+        ids.append(db.value("SELECT id FROM failover_events WHERE event_type = $1", kind))
+    return ids
 
 
 def stale_assignment(db: Db, job_id: int) -> int:
-    """An open assignment row of a finished job under a token it no longer has."""
-    return db.value("INSERT INTO job_assignments (job_id, token, worker_id, queue_name) "
-                    "VALUES ($1, -$1::bigint, 'gone-worker', 'default') RETURNING id", job_id)
+    """An open assignment row of a finished job under a token it no longer has; its id
+    (looked up by job and token, which no other row has: MySQL has no RETURNING)."""
+    db.fetch("INSERT INTO job_assignments (job_id, token, worker_id, queue_name) "
+             "VALUES ($1, $2, 'gone-worker', 'default')", job_id, -job_id)
+    return db.value("SELECT id FROM job_assignments WHERE job_id = $1 AND token = $2",
+                    job_id, -job_id)
 
 
 def assignment_ids(db: Db, job_ids: list[int]) -> set[int]:
     return {r["id"] for r in db.fetch(
-        "SELECT id FROM job_assignments WHERE job_id = ANY($1)", job_ids)}
+        f"SELECT id FROM job_assignments WHERE {db.in_list('job_id', 1)}", job_ids)}
 
 
 def metric(text: str, name: str, **labels: str) -> float:
@@ -121,7 +133,7 @@ def test_the_leader_deletes_the_old_rows_on_schedule_and_keeps_the_fresh(start_s
     age_jobs(db, kept_dead, 1.5)  # dead jobs are kept 2 days
     age_jobs(db, waiting, 3)  # pending, however old
     stale = stale_assignment(db, fresh_done[0])
-    db.fetch("DELETE FROM jobs WHERE id = ANY($1)", gone)
+    db.fetch(f"DELETE FROM jobs WHERE {db.in_list('id', 1)}", gone)
 
     wait_until(lambda: not (present(db, "worker_health_checks", old_checks)
                             or present(db, "failover_events", [old_event])
