@@ -5,6 +5,10 @@ and killed workers. Then every Grafana panel query (infra/grafana) and every ale
 must return data, Prometheus must have loaded every rule, and every target but the killed
 workers must be up.
 
+It runs on PostgreSQL and on MariaDB with the same checks: no metric depends on the dialect
+(the wake-ups, LISTEN/NOTIFY or the notifications table, have none), and both scrape the same
+metric names with the same labels.
+
 Needs the `prometheus` binary (Debian's `prometheus` package); without it this skips with the
 reason, except under CI (`CI` set), where it fails.
 """
@@ -25,6 +29,7 @@ import httpx
 import pytest
 import yaml
 from dashboards import expand, load, queries, variables
+from stack_fixtures import on_each_database
 from tooling import free_port, require_tool
 
 from qctl.prometheus import LocalPrometheus, PrometheusError, stack_targets
@@ -221,6 +226,7 @@ def wait_until(check: Callable[[], tuple[bool, Any]], timeout: float, what: str)
 
 # ------------------------------------------------------------------------------------ test
 
+@on_each_database
 def test_every_panel_query_and_alert_has_data(start_stack, run_prometheus):
     require_tool("prometheus")  # skip (or fail under CI) before starting anything
     t0 = time.monotonic()

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 from e2e_helpers import free_port_base, interrupt, wait_until
+from stack_fixtures import on_each_database
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, on_each_database]
 
 BIN = Path(sys.executable).parent
 
@@ -42,6 +43,11 @@ def test_demo_load_shows_every_kind_of_job_and_a_failover(e2e_db_url, db, tmp_pa
             return wanted <= seen and {"noop", "echo", "sleep", "cpu", "flaky", "fail"} <= tasks
 
         wait_until(outcomes, timeout=90, interval=0.5, what="every kind of demo job finishing")
+        # the demo made itself the current context, so qctl reaches it without options (run
+        # here, while the killed worker's restart is still some seconds away)
+        out = subprocess.run([str(BIN / "qctl"), "worker", "list"], env=env, capture_output=True,
+                             text=True, timeout=60)
+        assert out.returncode == 0 and "active" in out.stdout, out.stdout + out.stderr
 
         def failover_and_restart():
             crashed = db.value("SELECT count(*) FROM failover_events"
@@ -52,10 +58,6 @@ def test_demo_load_shows_every_kind_of_job_and_a_failover(e2e_db_url, db, tmp_pa
 
         wait_until(failover_and_restart, timeout=60, interval=0.5,
                    what="a killed worker, its failover event and its restart")
-        # the demo made itself the current context, so qctl reaches it without options
-        out = subprocess.run([str(BIN / "qctl"), "worker", "list"], env=env, capture_output=True,
-                             text=True, timeout=60)
-        assert out.returncode == 0 and "active" in out.stdout, out.stdout + out.stderr
     finally:
         interrupt(proc)
         log.close()

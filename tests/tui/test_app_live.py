@@ -9,6 +9,7 @@ from collections.abc import Callable
 import httpx
 import pytest
 from fixtures import refresh, settle
+from stack_fixtures import on_each_database
 
 from qshared.client import job_body
 from qtui.app import QtuiApp
@@ -18,7 +19,7 @@ from qtui.screens.confirm import ConfirmScreen
 from qtui.widgets.chrome import Banner
 from qtui.widgets.tables import FilterBar, LiveTable
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, on_each_database]
 
 
 @pytest.fixture(scope="module")
