@@ -58,12 +58,44 @@ def pytest_report_header(config: pytest.Config) -> str:
     return f"qstack backends: {planned}; required: {os.environ.get(REQUIRE_ENV) or 'none'}"
 
 
+# Under pytest-xdist each worker process resolves the backends it uses; the controller
+# prints what they found (a backend one worker used beats "not used" from another).
+_WORKER_SUMMARIES = pytest.StashKey[list[list[str]]]()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    registry = session.config.stash.get(_REGISTRY, None)
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if registry is not None and workeroutput is not None:
+        workeroutput["qstack_backends"] = registry.summary()
+
+
+@pytest.hookimpl(optionalhook=True)  # pytest-xdist's hook (the controller's side)
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    lines = getattr(node, "workeroutput", {}).get("qstack_backends")
+    if lines:
+        node.config.stash.setdefault(_WORKER_SUMMARIES, []).append(lines)
+
+
+def _merged(summaries: list[list[str]]) -> list[str]:
+    best: dict[str, str] = {}
+    for lines in summaries:
+        for line in lines:
+            name = line.split(":", 1)[0].split(" ", 1)[0]
+            if name not in best or "not used" in best[name]:
+                best[name] = line
+    return list(best.values())
+
+
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    summaries = list(config.stash.get(_WORKER_SUMMARIES, []))
     registry = config.stash.get(_REGISTRY, None)
-    if registry is None:
+    if registry is not None:
+        summaries.append(registry.summary())
+    if not summaries:
         return
     terminalreporter.write_sep("-", "qstack test backends")
-    for line in registry.summary():
+    for line in _merged(summaries):
         terminalreporter.write_line(line)
 
 

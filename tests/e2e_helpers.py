@@ -41,8 +41,13 @@ def free_port_base(span: int = 30) -> int:
     outgoing connections: a port free now is not taken later by some client's socket
     (a stack's services bind theirs a moment after this check)."""
     top = max(_ephemeral_low() - span - 100, 12000)
+    # pytest-xdist workers (gw0, gw1, ...) take every n-th range: two stacks started at the
+    # same moment never pick the same one
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    bases = range(10000 + 100 * worker, top, 100 * workers)
     for _ in range(200):
-        base = random.randrange(10000, top, 100)
+        base = random.choice(bases)
         if all(_port_free(base + i) for i in range(1, span)):
             return base
     raise RuntimeError("no free port range found")
@@ -174,7 +179,8 @@ def spawn_worker(env: dict[str, str], port: int, queues: str, concurrency: int,
     with log_path.open("w") as log:
         return subprocess.Popen(
             [str(QCTL), "worker:start", "--queues", queues, "--concurrency", str(concurrency),
-             "--port", str(port)], env=worker_env, stdout=log, stderr=subprocess.STDOUT)
+             "--port", str(port)], env=worker_env, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True)  # its own group: interrupt() may SIGKILL all of it
 
 
 def run_sql(dsn: str, *statements: str) -> None:

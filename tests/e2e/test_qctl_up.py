@@ -3,6 +3,13 @@ PostgreSQL, and with `--db` on a fresh MySQL/MariaDB database.
 
 Acceptance: 3,000 noop jobs submitted in batches all end `succeeded`, and each of the 3
 workers ran between 950 and 1,050 of them (the specification's even distribution, +-5 %).
+
+The jobs come at 1,000 a second (twice the specification's 500 jobs/s for three workers),
+not as one backlog: under a backlog the dispatcher keeps every worker full, so each worker
+runs as many jobs as its share of the CPU lets it (work-conserving, as it should be), and on
+this 2-core machine, where the three workers share the CPU with the database, the scheduler
+and the test, those shares differed by up to 10 %. At a pace the pool keeps up with, the
+split is the dispatcher's alone (most free slots first, ties to fewer recent assignments).
 """
 
 from __future__ import annotations
@@ -88,8 +95,10 @@ def qctl(up, *args, check=True):
 def test_3000_noop_jobs_all_succeed_spread_evenly(up):
     with Client(up["scheduler"], "e2e-token") as client:
         ids = []
-        for _ in range(6):
-            ids += client.enqueue_many([job_body("noop", {"i": i}) for i in range(500)])
+        began = time.monotonic()
+        for n in range(60):  # 50 jobs every 50 ms: 1,000 a second
+            time.sleep(max(0.0, began + n * 0.05 - time.monotonic()))
+            ids += client.enqueue_many([job_body("noop", {"i": i}) for i in range(50)])
         assert len(set(ids)) == 3000
 
         def drained():
