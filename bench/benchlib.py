@@ -11,9 +11,11 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+
+from qshared.storage import dialect_of
 
 
 def pct(values: list[float], q: float) -> float:
@@ -23,14 +25,7 @@ def pct(values: list[float], q: float) -> float:
 
 
 def is_mysql(url: str | None) -> bool:
-    return bool(url) and url.split("://", 1)[0].lower() in ("mysql", "mysql+aiomysql", "mariadb")
-
-
-def _mysql_params(url: str) -> dict[str, Any]:
-    parts = urlsplit(url)
-    return {"host": parts.hostname or "127.0.0.1", "port": parts.port or 3306,
-            "user": unquote(parts.username or "root"), "password": unquote(parts.password or ""),
-            "db": parts.path.lstrip("/") or None}
+    return bool(url) and dialect_of(url) == "mysql"
 
 
 async def sql(url: str, query: str, *args: Any) -> list[Any]:
@@ -46,8 +41,12 @@ async def sql(url: str, query: str, *args: Any) -> list[Any]:
             await conn.close()
     import aiomysql
 
-    conn = await aiomysql.connect(**_mysql_params(url), autocommit=True,
-                                  cursorclass=aiomysql.DictCursor)
+    from qshared.storage.mysql_sessions import MysqlParams
+
+    # the storage's own connection keywords, without its session set-up (which depends on
+    # knowing MySQL from MariaDB), as its probe connects
+    params = {**MysqlParams.from_url(url).connect_kwargs(), "init_command": None}
+    conn = await aiomysql.connect(**params, cursorclass=aiomysql.DictCursor)
     try:
         async with conn.cursor() as cur:
             await cur.execute(query, args or None)

@@ -18,6 +18,8 @@ from typing import Any
 import asyncpg
 import pytest
 
+from qshared.storage import dialect_of
+
 
 def _port_free(port: int) -> bool:
     with socket.socket() as s:
@@ -63,8 +65,7 @@ class Db:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        scheme = url.split("://", 1)[0].lower()
-        self.dialect = "mysql" if scheme.startswith(("mysql", "mariadb")) else "postgres"
+        self.dialect = dialect_of(url)
 
     def fetch(self, sql: str, *args: Any) -> list[dict[str, Any]]:
         from raw_sql import raw_sql

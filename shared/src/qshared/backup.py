@@ -37,6 +37,10 @@ VERSION = 1
 KINDS = ("int", "float", "bool", "text", "timestamp", "json", "bytes")
 # Tables a restore loads; schema_migrations stays the target's own.
 DATA_TABLES = tuple(t for t in TABLES if t != "schema_migrations")
+BATCH = 2000  # rows read, or loaded, at a time: a big table never sits in memory whole
+# The header's name for the fencing-token counter (PostgreSQL's sequence of that name,
+# MySQL's qstack_sequences row), beside "table.column" for the identity columns.
+FENCING_SEQUENCE = "qstack_fencing_seq"
 
 _WRAP = "$json"
 _FLOATS = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}

@@ -15,6 +15,23 @@ def worker_channel(worker_id: str) -> str:
     return "qstack_w_" + hashlib.md5(worker_id.encode()).hexdigest()
 
 
+_SCHEMES = {"postgresql": "postgres", "postgres": "postgres", "postgresql+asyncpg": "postgres",
+            "mysql": "mysql", "mysql+aiomysql": "mysql", "mariadb": "mysql"}
+
+
+def dialect_of(url: str) -> str:
+    """The backend a database URL names, by its scheme: "postgres" or "mysql".
+
+    Raises:
+        ConfigError: the scheme is neither.
+    """
+    scheme = url.split("://", 1)[0].lower()
+    if scheme not in _SCHEMES:
+        raise ConfigError(f"DATABASE_URL: unsupported database scheme {scheme!r} "
+                          "(use postgresql:// or mysql://)")
+    return _SCHEMES[scheme]
+
+
 async def open_storage(
     url: str, *, pool_size: int = 20, max_idle: float = 3600, durable: bool = True
 ) -> Storage:
@@ -25,19 +42,15 @@ async def open_storage(
     outcomes, which a database crash may take back without losing a job (it runs again).
     PostgreSQL only: MySQL's counterpart is a server-wide setting.
     """
-    scheme = url.split("://", 1)[0].lower()
-    if scheme in ("postgresql", "postgres", "postgresql+asyncpg"):
+    if dialect_of(url) == "postgres":
         from qshared.storage.postgres import PostgresStorage
 
         return await PostgresStorage.open(
             url, pool_size=pool_size, max_idle=max_idle, durable=durable
         )
-    if scheme in ("mysql", "mysql+aiomysql", "mariadb"):
-        from qshared.storage.mysql import MysqlStorage
+    from qshared.storage.mysql import MysqlStorage
 
-        return await MysqlStorage.open(url, pool_size=pool_size, max_idle=max_idle, durable=durable)
-    raise ConfigError(f"DATABASE_URL: unsupported database scheme {scheme!r} "
-                      "(use postgresql:// or mysql://)")
+    return await MysqlStorage.open(url, pool_size=pool_size, max_idle=max_idle, durable=durable)
 
 
-__all__ = ["DISPATCH_CHANNEL", "Storage", "open_storage", "worker_channel"]
+__all__ = ["DISPATCH_CHANNEL", "Storage", "dialect_of", "open_storage", "worker_channel"]

@@ -15,7 +15,9 @@ import aiomysql
 import pymysql
 
 from qshared.backup import (
+    BATCH,
     DATA_TABLES,
+    FENCING_SEQUENCE,
     BackupError,
     Column,
     Record,
@@ -26,8 +28,6 @@ from qshared.errors import Conflict, StorageError
 from qshared.storage.base import TABLES
 from qshared.storage.mysql_scripts import render
 
-BATCH = 2000  # rows fetched, or inserted, at a time: a big table never sits in memory whole
-FENCING_SEQUENCE = "qstack_fencing_seq"
 # MariaDB's JSON is LONGTEXT with a json_valid check: its columns are known by name.
 JSON_COLUMNS = {("jobs", "payload"), ("jobs", "result"), ("worker_health_checks", "details"),
                 ("failover_events", "details"), ("queue_workers", "config")}

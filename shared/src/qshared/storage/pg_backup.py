@@ -10,7 +10,9 @@ from typing import Any
 import asyncpg
 
 from qshared.backup import (
+    BATCH,
     DATA_TABLES,
+    FENCING_SEQUENCE,
     BackupError,
     Column,
     Record,
@@ -19,9 +21,6 @@ from qshared.backup import (
 )
 from qshared.errors import Conflict, StorageError
 from qshared.storage.base import TABLES
-
-BATCH = 2000  # rows fetched, or copied, at a time: a big table never sits in memory whole
-FENCING_SEQUENCE = "qstack_fencing_seq"
 
 # PostgreSQL types (format_type) by the backup format's kinds.
 _KINDS = {
