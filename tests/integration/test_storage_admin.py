@@ -226,6 +226,35 @@ async def test_cancel_jobs_skips_a_job_a_dispatch_pass_holds(
     assert await storage.cancel_jobs(JobFilter(queue="default"), 100) == [held]
 
 
+async def _pick(sql, backend: str, q, limit: int = 10) -> list[int]:
+    """A dispatch pass's picking statements, as each backend's dispatch() runs them."""
+    if backend == "postgres":
+        return [r["id"] for r in await sql.fetch(q["pick_pending"], ["default"], [limit])]
+    due = await sql.fetch(q["pick_due"], {"queue": "default", "limit": limit})
+    if not due:
+        return []
+    return [r["id"] for r in await sql.fetch(q["pick_pending"], {"ids": [r["id"] for r in due]})]
+
+
+async def test_a_dispatch_pass_locks_only_the_due_jobs_it_picked(
+    storage: Storage, make_job, backend: str, db_url: str
+) -> None:
+    """A delayed job the pass passed over stays free: cancelled, not skipped, and updated
+    without waiting for the pass (on MariaDB a single locking scan of the dispatch index held
+    every delayed job of the queue until the pass committed)."""
+    q = load_queries(backend)
+    due, later, later2 = (e.id for e in await storage.enqueue(
+        [make_job(), make_job(delay_s=600), make_job(delay_s=600)]))
+    async with raw_sql(backend, db_url) as sql:
+        async with sql.transaction():
+            assert await _pick(sql, backend, q) == [due]
+            started = time.perf_counter()
+            assert await storage.cancel_jobs(JobFilter(queue="default"), 100) == [later, later2]
+            assert time.perf_counter() - started < 1.0
+    assert await statuses(storage, [due, later, later2]) == {
+        due: "pending", later: "cancelled", later2: "cancelled"}
+
+
 async def test_a_cancel_that_waited_for_a_dispatch_pass_closes_the_assignment_it_wrote(
     storage: Storage, make_job, add_worker, backend: str, db_url: str
 ) -> None:
@@ -240,7 +269,8 @@ async def test_a_cancel_that_waited_for_a_dispatch_pass_closes_the_assignment_it
             if backend == "postgres":
                 picked = await sql.fetch(q["pick_pending"], ["default"], [10])
             else:
-                picked = await sql.fetch(q["pick_pending"], {"queue": "default", "limit": 10})
+                due = await sql.fetch(q["pick_due"], {"queue": "default", "limit": 10})
+                picked = await sql.fetch(q["pick_pending"], {"ids": [r["id"] for r in due]})
             assert [r["id"] for r in picked] == [e.id]
             cancel = asyncio.create_task(storage.cancel_job(e.id))
             await asyncio.sleep(0.2)  # the cancel now waits for the row

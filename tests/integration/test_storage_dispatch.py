@@ -383,9 +383,18 @@ async def test_concurrent_dispatchers_never_assign_a_job_twice(
     for wid in ("w1", "w2", "w3"):
         await add_worker(id=wid, concurrency=100)
     ids = [e.id for e in await storage.enqueue([make_job() for _ in range(60)])]
-    results = await asyncio.gather(*(
-        storage.dispatch([wid], {"default": 25}, Recorder(wid)) for wid in ("w1", "w2", "w3")
-    ))
+    # three passes at once, again until every job is assigned: on PostgreSQL the passes'
+    # locking scans skip each other's rows and take all 60 at the first go; on MySQL each
+    # pass locks the due jobs its plain read found (see pick_due), so passes that read the
+    # same ones share them and the rest waits for the next go
+    results = []
+    for _ in range(10):
+        results += await asyncio.gather(*(
+            storage.dispatch([wid], {"default": 25}, Recorder(wid))
+            for wid in ("w1", "w2", "w3")))
+        if sum(len(pairs) for pairs in results) >= 60:
+            break
+    assert sum(len(pairs) for pairs in results[:3]) >= 25  # the first go made progress
     assigned = [job_id for pairs in results for job_id, _ in pairs]
     assert len(assigned) == len(set(assigned)) == 60
     assert sorted(assigned) == ids

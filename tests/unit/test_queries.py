@@ -37,6 +37,9 @@ MYSQL_ONLY = {
     "lock_worker", "mark_worker_failed", "worker_jobs", "delete_locks", "queue_setting",
     "get_failover_event", "acquired_lock", "renewed_lock", "close_orphans",
     "delete_gone_job_assignments", "delete_finished_jobs", "delete_assignments_of_gone_jobs",
+    # a locking scan keeps every row it passed locked (delayed jobs too): a plain read of
+    # the due jobs first, then pick_pending locks those by primary key
+    "pick_due",
     # no sequences: the fencing counter is a row (qstack_sequences)
     "next_tokens", "fencing_sequence",
     # no LISTEN/NOTIFY: wake-ups are rows of qstack_notifications, polled

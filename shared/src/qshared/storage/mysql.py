@@ -408,17 +408,22 @@ class MysqlStorage(Storage):
         if not worker_ids or not names:
             return []
         async with self._tx() as tx:
-            # the workers' share locks and one pick per queue, in one round trip
-            workers, *picks = await tx.run(
+            # the workers' share locks and each queue's due jobs, in one round trip; then
+            # those jobs locked (see pick_due for why that is a second statement)
+            workers, *dues = await tx.run(
                 (self._q["lock_workers"], {"ids": list(worker_ids)}),
-                *((self._q["pick_pending"], {"queue": n, "limit": queue_limits[n]})
+                *((self._q["pick_due"], {"queue": n, "limit": queue_limits[n]})
                   for n in names))
             locked = {r["id"] for r in workers.rows}
+            due = [r["id"] for d in dues for r in d.rows]
+            if not locked or not due:
+                return []
+            [picked] = await tx.run((self._q["pick_pending"], {"ids": due}))
             pending = [
                 PendingJob(r["id"], r["queue_name"], r["priority"], r["run_at"], r["lock_key"])
-                for pick in picks for r in pick.rows
+                for r in picked.rows
             ]
-            if not locked or not pending:
+            if not pending:
                 return []
             offered = {j.id: j for j in pending}
             pairs, keys = [], set()

@@ -93,17 +93,30 @@ WHERE w.status = 'active' AND w.last_heartbeat_at > NOW(6) - INTERVAL %(ttl_us)s
 -- same moment waits for it, then sees (and hands back) what it was given.
 SELECT id FROM queue_workers WHERE id IN %(ids)s AND status = 'active' LOCK IN SHARE MODE
 
--- name: pick_pending --
--- One queue's part of a pass (the pass joins one per queue with UNION ALL). A job whose
--- lock_key another job holds (assigned or running: lock_key_active) waits, and so does
--- every job of a paused queue, read in the same statement.
-SELECT p.id, p.queue_name, p.priority, p.run_at, p.lock_key FROM jobs p
-WHERE p.status = 'pending' AND p.queue_name = %(queue)s AND p.run_at <= NOW(6)
+-- name: pick_due --
+-- One queue's part of a pass, first half: which jobs are due, by a plain read (READ
+-- COMMITTED: no locks). A job whose lock_key another job holds (assigned or running:
+-- lock_key_active) waits, and so does every job of a paused queue. Not one locking
+-- statement: InnoDB keeps the lock on every row a locking scan passed, matching or not,
+-- until the pass commits, and ordered by priority first the dispatch index cannot stop at
+-- NOW, so such a scan locked every delayed job of the queue (a bulk cancel then skipped
+-- them, and an update of one waited for the pass). In a derived table, a subquery or a
+-- SET of a locking statement the rows are locked as well, hence the two statements.
+SELECT c.id FROM jobs c
+WHERE c.status = 'pending' AND c.queue_name = %(queue)s AND c.run_at <= NOW(6)
   AND NOT EXISTS (SELECT 1 FROM queue_settings s WHERE s.queue_name = %(queue)s AND s.paused)
-  AND (p.lock_key IS NULL OR NOT EXISTS (
-      SELECT 1 FROM jobs a WHERE a.lock_key_active = p.lock_key))
-ORDER BY p.priority DESC, p.run_at, p.id
+  AND (c.lock_key IS NULL OR NOT EXISTS (
+      SELECT 1 FROM jobs a WHERE a.lock_key_active = c.lock_key))
+ORDER BY c.priority DESC, c.run_at, c.id
 LIMIT %(limit)s
+
+-- name: pick_pending --
+-- Second half: locks the due jobs pick_due found (%(ids)s), by primary key, and returns
+-- those still pending (SKIP LOCKED: one a cancel holds this instant is left for the next
+-- pass).
+SELECT p.id, p.queue_name, p.priority, p.run_at, p.lock_key FROM jobs p
+WHERE p.id IN %(ids)s AND p.status = 'pending'
+ORDER BY p.priority DESC, p.run_at, p.id
 FOR UPDATE SKIP LOCKED
 
 -- name: assign --
