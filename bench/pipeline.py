@@ -6,7 +6,11 @@ prints:
 - drain throughput: those jobs all become due at one instant (a shared run_at), and the
   time from that instant to the last one finishing gives jobs/s from a full backlog;
 - enqueue->start latency p50/p99: single-job submissions at a fixed rate, measured from the
-  job's insert (created_at) to its start on a worker (started_at).
+  job's insert (created_at) to its start on a worker (started_at);
+- balance: how far the busiest or idlest worker's share of the succeeded jobs was from an
+  even split, in %, for the backlog (drain) and for the whole run (backlog and paced jobs:
+  the dispatcher evens out assignments over a 60-second window, so the paced jobs make up
+  what the backlog split unevenly, and their own split is not a measure).
 
     uv run python bench/pipeline.py [--db postgresql://...] [--jobs 10000] [--workers 3]
     uv run python bench/pipeline.py --db postgresql://... --db mysql://...   # side by side
@@ -23,6 +27,7 @@ import os
 import statistics
 import sys
 import time
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -41,6 +46,20 @@ async def wait_final(url: str, n: int, timeout: float) -> None:
         if time.monotonic() > deadline:
             raise SystemExit(f"only {rows[0]['n']} of {n} jobs finished within {timeout}s")
         await asyncio.sleep(0.02)
+
+
+async def succeeded_per_worker(url: str) -> Counter:
+    rows = await sql(url, "SELECT worker_id, COUNT(*) AS n FROM job_assignments"
+                          " WHERE outcome = 'succeeded' GROUP BY worker_id")
+    return Counter({r["worker_id"]: int(r["n"]) for r in rows})
+
+
+def balance(per_worker: Counter) -> tuple[list[int], float]:
+    """Jobs per worker (largest first) and the largest deviation from an even split, in % of
+    the even share."""
+    counts = sorted(per_worker.values(), reverse=True)
+    even = sum(counts) / len(counts)
+    return counts, round(max(abs(n - even) for n in counts) / even * 100, 1)
 
 
 async def measure(stack: Stack, url: str, jobs: int, rate: float, seconds: float) -> dict:
@@ -62,6 +81,7 @@ async def measure(stack: Stack, url: str, jobs: int, rate: float, seconds: float
         row = (await sql(url, "SELECT max(finished_at) AS last, SUM(CASE WHEN status ="
                               " 'succeeded' THEN 1 ELSE 0 END) AS ok FROM jobs"))[0]
         drain_s = (aware(row["last"]) - due).total_seconds()
+        drained = await succeeded_per_worker(url)
         # 3. latency at a fixed submission rate
         for table in ("jobs", "job_assignments"):
             await sql(url, f"TRUNCATE {table}")
@@ -79,6 +99,7 @@ async def measure(stack: Stack, url: str, jobs: int, rate: float, seconds: float
         await wait_final(url, total, timeout=120)
         lat = [(aware(r["started_at"]) - aware(r["created_at"])).total_seconds()
                for r in await sql(url, "SELECT created_at, started_at FROM jobs")]
+        paced = await succeeded_per_worker(url)
     return {
         "jobs": jobs, "succeeded": int(row["ok"]),
         "enqueue_jobs_per_s": round(jobs / enqueue_s),
@@ -87,6 +108,10 @@ async def measure(stack: Stack, url: str, jobs: int, rate: float, seconds: float
         "enqueue_to_start_p50_ms": round(statistics.median(lat) * 1000, 2),
         "enqueue_to_start_p99_ms": round(pct(lat, 0.99) * 1000, 2),
         "enqueue_to_start_max_ms": round(max(lat) * 1000, 2),
+        **dict(zip(("drain_jobs_per_worker", "drain_balance_max_dev_pct"), balance(drained),
+                   strict=True)),
+        **dict(zip(("all_jobs_per_worker", "all_balance_max_dev_pct"),
+                   balance(drained + paced), strict=True)),
     }
 
 
@@ -107,7 +132,8 @@ def run_one(db: str | None, args: argparse.Namespace) -> dict:
 
 
 COMPARED = ("enqueue_jobs_per_s", "drain_jobs_per_s", "enqueue_to_start_p50_ms",
-            "enqueue_to_start_p99_ms", "enqueue_to_start_max_ms")
+            "enqueue_to_start_p99_ms", "enqueue_to_start_max_ms", "drain_balance_max_dev_pct",
+            "all_balance_max_dev_pct")
 
 
 def main() -> None:

@@ -5,14 +5,11 @@ Acceptance: 3,000 noop jobs submitted in batches all end `succeeded`, and each o
 workers ran between 950 and 1,050 of them (the specification's even distribution, +-5 %).
 
 The batches (50 jobs, at most 20 a second: 1,000 jobs/s) come one after the other: the next
-one when the last has finished. The dispatcher sends a job to the worker with the most free
-slots (ties to fewer recent assignments), so a worker that is slower to finish receives
-less, which is what it should do; on this 2-core machine, shared with the database, the
-scheduler and a second test process, the workers' CPU shares differ by 10 % and more from one
-moment to the next, and under a backlog, or at a pace the pool only just keeps up with, the
-split followed those shares (900/1,032/1,068 in one CI run). With each batch finished before
-the next, the workers are equal when the dispatcher chooses, and the split is the
-dispatcher's alone. Throughput is the bench's business (bench/pipeline.py).
+one when the last has finished, so the workers are alike when the dispatcher chooses and the
+split is the dispatcher's alone. Paced without waiting, on this 2-core machine shared with
+the database, the scheduler and a second test process, the split also followed the workers'
+CPU shares from one moment to the next (900/1,032/1,068 in one CI run, with the selection
+order of then). Throughput and the balance under a backlog are bench/pipeline.py's.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Worker selection: most free slots, ties to fewer recent assignments, equal shares."""
+"""Worker selection: a worker that can start the job at once first, then fewer recent
+assignments, then more free slots; equal shares."""
 
 from datetime import UTC, datetime, timedelta
 
@@ -12,15 +13,44 @@ def jobs(n, queue="default", priority=0, start=1):
     return [PendingJob(start + i, queue, priority, T0 + timedelta(seconds=i)) for i in range(n)]
 
 
-def test_most_free_slots_wins():
+def slots(wid, in_flight, concurrency=4, prefetch=16, queues=("default",)):
+    return WorkerSlots(wid, queues, concurrency + prefetch, in_flight, None, concurrency)
+
+
+def test_at_equal_recent_assignments_most_free_slots_wins():
     workers = [WorkerSlots("a", ("default",), 10, 8), WorkerSlots("b", ("default",), 10, 2)]
     assert choose(jobs(1), workers, {}) == [(1, "b")]
+    assert choose(jobs(1), [slots("a", 3), slots("b", 1)], {"a": 7, "b": 7}) == [(1, "b")]
 
 
-def test_ties_go_to_fewer_recent_assignments():
+def test_fewer_recent_assignments_win_among_workers_that_can_start_at_once():
     workers = [WorkerSlots("a", ("default",), 4, 0), WorkerSlots("b", ("default",), 4, 0)]
     assert choose(jobs(1), workers, {"a": 5, "b": 3}) == [(1, "b")]
     assert choose(jobs(1), workers, {"a": 1, "b": 3}) == [(1, "a")]
+    # b has fewer free slots but a runner idle, and fewer recent assignments
+    assert choose(jobs(1), [slots("a", 0), slots("b", 3)], {"a": 5, "b": 3}) == [(1, "b")]
+
+
+def test_a_worker_that_can_start_at_once_wins_over_one_that_would_queue_the_job():
+    # a: every runner busy (4 of 4), the job would wait in its prefetch queue; b: a runner idle
+    workers = [slots("a", 4), slots("b", 3)]
+    assert choose(jobs(1), workers, {"a": 0, "b": 100}) == [(1, "b")]
+    # once no worker can start at once, recent assignments decide again
+    pairs = choose(jobs(3), [slots("a", 4), slots("b", 4)], {"a": 0, "b": 100})
+    assert [w for _, w in pairs] == ["a", "a", "a"]
+
+
+def test_a_worker_slower_to_report_keeps_its_share_of_a_paced_load():
+    """Single jobs one after another: c always still holds one job when the next comes (it
+    reports a little later than a and b). Most-free-slots-first gave c none of them."""
+    recent = RecentAssignments()
+    counts = {"a": 0, "b": 0, "c": 0}
+    for n in range(300):
+        workers = [slots("a", 0), slots("b", 0), slots("c", 1)]
+        [(_, wid)] = choose(jobs(1, start=n), workers, recent.counts(now=0))
+        recent.add([(n, wid)], now=0)
+        counts[wid] += 1
+    assert counts == {"a": 100, "b": 100, "c": 100}
 
 
 def test_equal_workers_get_equal_shares_and_capacity_is_respected():

@@ -1,4 +1,5 @@
-"""Worker selection: most free slots first, ties to fewer recent assignments (pure logic)."""
+"""Worker selection: a worker that can start the job at once first, then fewer recent
+assignments, then more free slots (pure logic)."""
 
 from __future__ import annotations
 
@@ -15,24 +16,38 @@ def choose(
 ) -> list[tuple[int, str]]:
     """Assign jobs (highest priority, then earliest run_at, first) to workers.
 
-    Each job goes to the eligible worker (serves its queue, has a free slot) with the most
-    free slots; ties go to the one with fewer recent assignments, then to the lower id, so
-    equal workers receive equal shares. Jobs no worker can take are left out, and so is a
-    job whose lock_key an earlier job of the batch took (the two must not run together).
+    Each job goes to an eligible worker (serves its queue, has a free slot), chosen by, in
+    order:
+    1. one that can start it at once (fewer jobs in flight than its concurrency) over one
+       that would queue it behind others (its prefetch), so no job waits behind a busy
+       worker's queue while another worker has a runner idle;
+    2. fewer recent assignments, so equal workers receive equal shares whatever their free
+       slots were at this instant (a worker a few milliseconds slower to report would
+       otherwise lose every tie of free slots, and its share with them);
+    3. more free slots, then the lower id.
+    A worker whose slots are all taken receives nothing, so under a backlog each worker gets
+    what it finishes. Jobs no worker can take are left out, and so is a job whose lock_key an
+    earlier job of the batch took (the two must not run together).
 
     Returns:
         (job id, worker id) pairs.
     """
     free: dict[str, int] = {}
     rec: dict[str, int] = {}
+    prefetch: dict[str, int] = {}
     queues_of: dict[str, tuple[str, ...]] = {}
-    heaps: dict[str, list[tuple[int, int, str]]] = defaultdict(list)
+    heaps: dict[str, list[tuple[bool, int, int, str]]] = defaultdict(list)
+
+    def key(wid: str) -> tuple[bool, int, int, str]:
+        return (free[wid] <= prefetch[wid], rec[wid], -free[wid], wid)
+
     for w in workers:
         if w.free <= 0:
             continue
         free[w.id], rec[w.id], queues_of[w.id] = w.free, recent.get(w.id, 0), w.queues
+        prefetch[w.id] = w.prefetch
         for q in w.queues:
-            heaps[q].append((-w.free, rec[w.id], w.id))
+            heaps[q].append(key(w.id))
     for heap in heaps.values():
         heapq.heapify(heap)
 
@@ -43,13 +58,13 @@ def choose(
             continue
         heap = heaps.get(job.queue_name)
         while heap:
-            neg_free, n, wid = heap[0]
-            if -neg_free == free[wid] and n == rec[wid] and free[wid] > 0:
+            wid = heap[0][3]
+            if free[wid] > 0 and heap[0] == key(wid):
                 break
             heapq.heappop(heap)  # stale entry: the worker changed since it was pushed
         if not heap:
             continue
-        wid = heap[0][2]
+        wid = heap[0][3]
         pairs.append((job.id, wid))
         if job.lock_key is not None:
             taken_keys.add(job.lock_key)
@@ -57,7 +72,7 @@ def choose(
         rec[wid] += 1
         if free[wid] > 0:
             for q in queues_of[wid]:
-                heapq.heappush(heaps[q], (-free[wid], rec[wid], wid))
+                heapq.heappush(heaps[q], key(wid))
     return pairs
 
 

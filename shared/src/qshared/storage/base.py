@@ -78,17 +78,27 @@ class Enqueued:
 
 @dataclass(slots=True)
 class WorkerSlots:
-    """A worker that may receive jobs, with its room."""
+    """A worker that may receive jobs, with its room.
+
+    capacity is its concurrency plus its prefetch; concurrency (None: all of capacity) is how
+    many of its jobs run at once, the rest waiting in its local queue.
+    """
 
     id: str
     queues: tuple[str, ...]
     capacity: int
     in_flight: int
     admin_url: str | None = None  # where the worker takes pushed wake-ups
+    concurrency: int | None = None
 
     @property
     def free(self) -> int:
         return max(self.capacity - self.in_flight, 0)
+
+    @property
+    def prefetch(self) -> int:
+        """Slots whose jobs would wait in the worker's queue rather than start at once."""
+        return 0 if self.concurrency is None else max(self.capacity - self.concurrency, 0)
 
 
 @dataclass(slots=True)

@@ -395,6 +395,7 @@ class MysqlStorage(Storage):
             WorkerSlots(
                 r["id"], tuple(q for q in r["queues"].split(",") if q),
                 r["concurrency"] + r["prefetch"], r["in_flight"], r["admin_url"],
+                r["concurrency"],
             )
             for r in rows
         ]

@@ -283,6 +283,7 @@ class PostgresStorage(Storage):
             WorkerSlots(
                 r["id"], tuple(q for q in r["queues"].split(",") if q),
                 r["concurrency"] + r["prefetch"], r["in_flight"], r["admin_url"],
+                r["concurrency"],
             )
             for r in rows
         ]
