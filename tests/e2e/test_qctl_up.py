@@ -102,8 +102,8 @@ def test_3000_noop_jobs_all_succeed_spread_evenly(up):
         for n in range(60):
             began = time.monotonic()
             ids += client.enqueue_many([job_body("noop", {"i": i}) for i in range(50)])
-            wait_until(lambda: default_queue().get("succeeded") == len(ids), timeout=60,
-                       interval=0.01, what=f"batch {n + 1} of 60 to succeed")
+            wait_until(lambda submitted=len(ids): default_queue().get("succeeded") == submitted,
+                       timeout=60, interval=0.01, what=f"batch {n + 1} of 60 to succeed")
             time.sleep(max(0.0, began + 0.05 - time.monotonic()))
         assert len(set(ids)) == 3000
         final = default_queue()
