@@ -97,11 +97,12 @@ SELECT id FROM queue_workers WHERE id IN %(ids)s AND status = 'active' LOCK IN S
 -- One queue's part of a pass, first half: which jobs are due, by a plain read (READ
 -- COMMITTED: no locks). A job whose lock_key another job holds (assigned or running:
 -- lock_key_active) waits, and so does every job of a paused queue. Not one locking
--- statement: InnoDB keeps the lock on every row a locking scan passed, matching or not,
--- until the pass commits, and ordered by priority first the dispatch index cannot stop at
--- NOW, so such a scan locked every delayed job of the queue (a bulk cancel then skipped
--- them, and an update of one waited for the pass). In a derived table, a subquery or a
--- SET of a locking statement the rows are locked as well, hence the two statements.
+-- statement: InnoDB kept the lock on every row a locking scan passed, due or not, until the
+-- pass committed (MariaDB 10.11, READ COMMITTED), and ordered by priority first the
+-- dispatch index cannot stop at NOW, so such a scan locked every delayed job of the queue
+-- (a bulk cancel then skipped them, and an update of one waited for the pass). Read in a
+-- derived table or in a SET of the pass, the rows were locked as well; hence two
+-- statements (test_a_dispatch_pass_locks_only_the_due_jobs_it_picked).
 SELECT c.id FROM jobs c
 WHERE c.status = 'pending' AND c.queue_name = %(queue)s AND c.run_at <= NOW(6)
   AND NOT EXISTS (SELECT 1 FROM queue_settings s WHERE s.queue_name = %(queue)s AND s.paused)
