@@ -35,6 +35,7 @@ from backends import mysql_database, mysql_params
 from raw_sql import raw_sql
 from tooling import require_tool
 
+from qctl.app import COMMANDS as QCTL_COMMANDS
 from qctl.app import cli
 from qshared.client import Client
 from qshared.config import Settings
@@ -81,7 +82,7 @@ def _qctl_path(args: list[str]) -> tuple[tuple[str, ...], click.Context]:
             warnings.simplefilter("ignore", DeprecationWarning)
             return [*ctx.protected_args, *ctx.args]
 
-    args = rewrite_colon_commands(args, list(cli.commands))
+    args = rewrite_colon_commands(args, list(QCTL_COMMANDS))
     ctx = cli.make_context("qctl", args)
     path: list[str] = []
     command: click.Command = cli

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +16,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from qctl.__main__ import main, rewrite_colon_commands
-from qctl.app import cli
+from qctl.app import COMMANDS, cli
 from qctl.contexts import Context, ContextStore, resolve
 from qctl.embedded import EmbeddedPostgres, process_alive, running_dsn
 from qctl.errors import exit_code_for
@@ -79,6 +81,32 @@ GROUPS = ["worker", "db", "queue", "job", "context", "enqueue", "up", "failover"
 )
 def test_colon_spellings_become_two_words(argv: list[str], expected: list[str]) -> None:
     assert rewrite_colon_commands(argv, GROUPS) == expected
+
+
+def test_every_command_loads_under_its_name() -> None:
+    ctx = click.Context(cli)
+    assert cli.list_commands(ctx) == sorted(COMMANDS)
+    for name in COMMANDS:
+        command = cli.get_command(ctx, name)
+        assert command is not None and command.name == name
+
+
+def test_a_command_against_the_services_starts_without_the_database_layer() -> None:
+    """Commands load when asked for (COMMANDS): `qctl worker list` and the like don't import
+    the drivers, the settings or the local stack, half of qctl's start-up."""
+    code = ("import sys\n"
+            "import click\nfrom qctl.app import cli\n"
+            "ctx = click.Context(cli)\n"
+            "for name in ('worker', 'queue', 'job', 'failover', 'health', 'enqueue'):\n"
+            "    assert cli.get_command(ctx, name) is not None\n"
+            "heavy = ('asyncpg', 'aiomysql', 'pydantic_settings', 'qctl.database', 'qctl.stack')\n"
+            "print(sorted(m for m in heavy if m in sys.modules))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True)
+    assert done.stdout.strip() == "[]", done.stdout + done.stderr
+    done = subprocess.run([sys.executable, "-c", code.replace("'enqueue'", "'db'")],
+                          capture_output=True, text=True, check=True)
+    assert "qctl.database" in done.stdout  # the probe sees what a database command loads
 
 
 def test_main_accepts_colon_spelling_and_exits_3_when_unreachable(

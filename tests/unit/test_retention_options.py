@@ -8,7 +8,7 @@ from click.testing import CliRunner
 from pydantic import ValidationError
 
 from qctl.__main__ import rewrite_colon_commands
-from qctl.app import cli
+from qctl.app import COMMANDS, cli
 from qfailover.retention import Policy
 from qshared.config import Settings, load_settings
 from qshared.errors import ConfigError, ValidationFailed
@@ -97,7 +97,7 @@ def test_finished_statuses() -> None:
 
 # -- qctl ---------------------------------------------------------------------------------
 def test_the_specifications_spelling_parses() -> None:
-    groups = list(cli.commands)
+    groups = list(COMMANDS)
     assert rewrite_colon_commands(["queue:cleanup-health-checks", "--days=30"], groups) == [
         "queue", "cleanup-health-checks", "--days=30"]
     assert rewrite_colon_commands(["queue:cleanup-orphaned-assignments"], groups) == [

@@ -25,10 +25,10 @@ def rewrite_colon_commands(args: Sequence[str], groups: Sequence[str]) -> list[s
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Run qctl with `argv` (default: the process arguments) and exit with its code."""
-    from qctl.app import cli
+    from qctl.app import COMMANDS, cli
 
     args = list(sys.argv[1:] if argv is None else argv)
-    args = rewrite_colon_commands(args, list(cli.commands))
+    args = rewrite_colon_commands(args, list(COMMANDS))
     cli.main(args=args, prog_name="qctl")
 
 

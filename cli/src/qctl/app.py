@@ -2,24 +2,47 @@
 
 from __future__ import annotations
 
+import importlib
+
 import click
 
-from qctl.commands.backup import backup, restore
-from qctl.commands.context import context_group
-from qctl.commands.db import db_group
-from qctl.commands.demo import demo
-from qctl.commands.failover import failover_group
-from qctl.commands.jobs import enqueue, job_group
-from qctl.commands.queues import health, queue_group
-from qctl.commands.up import up
-from qctl.commands.workers import worker_group
 from qctl.errors import EXIT_CODES_HELP, to_cli_error
 from qctl.options import endpoint_options, output_option
 from qshared.errors import QstackError
 
+# Each command's name and where it is defined, imported only when it runs (click's lazy
+# loading of subcommands): a command against the services then starts without the database
+# drivers, the backup format and the local stack's code, about half of qctl's start-up.
+COMMANDS: dict[str, str] = {
+    "up": "qctl.commands.up:up",
+    "demo": "qctl.commands.demo:demo",
+    "enqueue": "qctl.commands.jobs:enqueue",
+    "health": "qctl.commands.queues:health",
+    "context": "qctl.commands.context:context_group",
+    "db": "qctl.commands.db:db_group",
+    "failover": "qctl.commands.failover:failover_group",
+    "job": "qctl.commands.jobs:job_group",
+    "queue": "qctl.commands.queues:queue_group",
+    "worker": "qctl.commands.workers:worker_group",
+    "backup": "qctl.commands.backup:backup",
+    "restore": "qctl.commands.backup:restore",
+}
+
 
 class QctlGroup(click.Group):
-    """A click group that turns qstack errors into `error: ...` and the documented exit code."""
+    """The root group: loads each command when it is first asked for (COMMANDS), and turns
+    qstack errors into `error: ...` and the documented exit code."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*COMMANDS, *self.commands})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in COMMANDS:
+            module, _, attr = COMMANDS[cmd_name].partition(":")
+            command = getattr(importlib.import_module(module), attr)
+            assert command.name == cmd_name, (cmd_name, command.name)
+            self.add_command(command)
+        return super().get_command(ctx, cmd_name)
 
     def invoke(self, ctx: click.Context):
         try:
@@ -46,8 +69,3 @@ def cli() -> None:
     QSTACK_FAILOVER_URL/QSTACK_TOKEN, then the current context (`qctl context`),
     then http://127.0.0.1:8082, :8081 and :8083.
     """
-
-
-for _command in (up, demo, enqueue, health, context_group, db_group, failover_group, job_group,
-                 queue_group, worker_group, backup, restore):
-    cli.add_command(_command)
