@@ -28,6 +28,10 @@ USERS = ("qstack_owner", "qstack_app")  # the names the files use
 MYSQL_PART_2 = "-- == part 2"  # the line that starts the MySQL file's after-migration part
 CLIENT_HOST = "%"  # the test servers see the client as 127.0.0.1, a container's gateway...
 _PLACEHOLDER = re.compile(r"@[A-Z_]+@")
+# PostgreSQL: a grant on the database and a DROP OWNED both rewrite the database's row of
+# pg_database, and two at once fail with "tuple concurrently updated" (two test processes
+# setting up places): they take this advisory lock first, one at a time.
+PG_ROLES_LOCK = 0x7173_7461_636B  # "qstack"
 
 
 @dataclass(slots=True)
@@ -107,6 +111,7 @@ async def set_up(place: GrantedPlace) -> None:
 
         admin = await asyncpg.connect(place.server_url, timeout=PROBE_TIMEOUT)
         try:
+            await admin.execute(f"SELECT pg_advisory_lock({PG_ROLES_LOCK})")  # freed at close
             database = await admin.fetchval("SELECT current_database()")
             # the whole file in one simple-protocol round trip, as psql -f would run it
             await admin.execute(render(text, users, DATABASE=database, SCHEMA=place.name,
@@ -137,6 +142,7 @@ async def tear_down(place: GrantedPlace) -> None:
         admin = await asyncpg.connect(place.server_url, timeout=PROBE_TIMEOUT)
         try:
             await admin.execute("SET lock_timeout = '20s'")
+            await admin.execute(f"SELECT pg_advisory_lock({PG_ROLES_LOCK})")  # freed at close
             await admin.execute(f'DROP SCHEMA IF EXISTS "{place.name}" CASCADE')
             for role in (place.app, place.owner):
                 if await admin.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", role):
