@@ -81,10 +81,16 @@ SELECT queue_name,
 FROM jobs GROUP BY queue_name ORDER BY queue_name
 
 -- name: worker_capacity --
--- Workers that may receive jobs, with what they hold now.
+-- Workers that may receive jobs, with what they hold now. A count per status, each on both
+-- parts of idx_jobs_worker_active: with `status IN (...)` against the outer row, InnoDB
+-- looked up the worker's rows by worker_id alone and read every job it had ever run (MariaDB
+-- 10.11: a thousand rows per worker per pass after a few thousand jobs), and by its
+-- statistics the optimizer may take the dispatch index instead (every in-flight job).
 SELECT w.id, w.queues, w.concurrency, w.prefetch, w.admin_url,
-       (SELECT COUNT(*) FROM jobs j
-         WHERE j.worker_id = w.id AND j.status IN ('assigned', 'running')) AS in_flight
+       (SELECT COUNT(*) FROM jobs j FORCE INDEX (idx_jobs_worker_active)
+         WHERE j.worker_id = w.id AND j.status = 'assigned')
+     + (SELECT COUNT(*) FROM jobs j FORCE INDEX (idx_jobs_worker_active)
+         WHERE j.worker_id = w.id AND j.status = 'running') AS in_flight
 FROM queue_workers w
 WHERE w.status = 'active' AND w.last_heartbeat_at > NOW(6) - INTERVAL %(ttl_us)s MICROSECOND
 
@@ -266,8 +272,10 @@ SELECT * FROM queue_workers WHERE id = %(id)s
 -- name: list_workers --
 -- Each worker with its latest health check (idx_health_worker_time, read backwards).
 SELECT w.*, TIMESTAMPDIFF(MICROSECOND, w.last_heartbeat_at, NOW(6)) / 1e6 AS heartbeat_age_s,
-       (SELECT COUNT(*) FROM jobs j
-         WHERE j.worker_id = w.id AND j.status IN ('assigned', 'running')) AS in_flight,
+       (SELECT COUNT(*) FROM jobs j FORCE INDEX (idx_jobs_worker_active)
+         WHERE j.worker_id = w.id AND j.status = 'assigned')
+     + (SELECT COUNT(*) FROM jobs j FORCE INDEX (idx_jobs_worker_active)
+         WHERE j.worker_id = w.id AND j.status = 'running') AS in_flight,  -- see worker_capacity
        h.status AS health, h.cpu_percent, h.memory_bytes, h.loop_lag_ms, h.checked_at,
        -- the worker's wall clock (sent with the heartbeat) against the database's
        (JSON_VALUE(h.details, '$.sent_at') - UNIX_TIMESTAMP(h.checked_at)) * 1000e0
