@@ -1,6 +1,7 @@
 """What only the MySQL backend has to prove: its polled wake-ups, the GET_LOCK liveness lock
-against a killed process, its performance statistics, and that the portable backup carries
-a PostgreSQL database over to MySQL and back."""
+against a killed process, its performance statistics, that the portable backup carries
+a PostgreSQL database over to MySQL and back, and that a dispatch pass's worker count reads
+only the jobs in flight."""
 
 from __future__ import annotations
 
@@ -216,3 +217,41 @@ async def test_a_postgresql_backup_restores_into_mysql_and_back(
 
 async def _never() -> bytes:
     raise AssertionError("the restored snapshot is fresh: nothing to compute")
+
+
+async def test_a_dispatch_pass_reads_only_the_jobs_a_worker_holds(
+    my: Storage, mysql_url: str, make_worker
+) -> None:
+    """worker_capacity counts a worker's assigned and running jobs on both parts of
+    idx_jobs_worker_active. By worker_id alone it read every job the worker had ever run (a
+    thousand rows per worker per pass after a few thousand jobs); by the dispatch index,
+    every job in flight anywhere. Here w1 has run 400 jobs and holds 3; a stopped w2 still
+    holds 400 (a failover would take them back)."""
+    await my.register_worker(make_worker(id="w1", concurrency=4))
+    await my.register_worker(make_worker(id="w2", concurrency=4))
+    await my.set_worker_status("w2", "stopped")
+    conn = await aiomysql.connect(**mysql_params(mysql_url), autocommit=True)
+    try:
+        async with conn.cursor() as cur:
+            await cur.execute(
+                "INSERT INTO jobs (queue_name, task_name, payload, status, worker_id)"
+                " WITH RECURSIVE n (i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 800)"
+                " SELECT 'default', 'noop', '{}', CASE WHEN i <= 2 THEN 'running'"
+                " WHEN i = 3 THEN 'assigned' WHEN i <= 400 THEN 'succeeded' ELSE 'running' END,"
+                " CASE WHEN i <= 400 THEN 'w1' ELSE 'w2' END FROM n")
+            await cur.execute("ANALYZE TABLE jobs")
+            await cur.fetchall()
+
+            async def handler_reads() -> int:  # rows read by index after the first
+                await cur.execute("SHOW SESSION STATUS LIKE 'Handler_read_next'")
+                return int((await cur.fetchall())[0][1])
+
+            before = await handler_reads()
+            await cur.execute(load_queries("mysql")["worker_capacity"], {"ttl_us": 60_000_000})
+            rows = await cur.fetchall()
+            reads = await handler_reads() - before
+    finally:
+        conn.close()
+    assert [(r[0], r[-1]) for r in rows] == [("w1", 3)]  # (id, in_flight)
+    print(f"rows read for one worker with 3 jobs in flight: {reads}")
+    assert reads < 50, reads
