@@ -7,7 +7,8 @@ prints:
   time from that instant to the last one finishing gives jobs/s from a full backlog;
 - enqueue->start latency p50/p99: single-job submissions at a fixed rate, measured from the
   job's insert (created_at) to its start on a worker (started_at), and the rate at which the
-  scheduler accepted them (lower than the fixed rate when it fell behind);
+  scheduler accepted them (lower than the fixed rate when it fell behind), and the p50 of its
+  two legs: insert to assignment (the dispatcher) and assignment to start (the worker);
 - balance: how far the busiest or idlest worker's share of the succeeded jobs was from an
   even split, in %, for the backlog (drain) and for the whole run (backlog and paced jobs:
   the dispatcher evens out assignments over a 60-second window, so the paced jobs make up
@@ -31,13 +32,13 @@ import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
-import httpx
+import aiohttp
 from benchlib import aware, database_label, is_mysql, pct, private_schema, report, sql
 
 from qctl.stack import Stack
 from qshared.client import job_body
 
-IN_FLIGHT = 50  # the latency run's submissions at once (httpx's pool holds 100 connections)
+IN_FLIGHT = 50  # the latency run's submissions at once (the client's pool holds 100 connections)
 
 
 async def wait_final(url: str, n: int, timeout: float) -> None:
@@ -67,15 +68,20 @@ def balance(per_worker: Counter) -> tuple[list[int], float]:
 
 async def measure(stack: Stack, url: str, jobs: int, rate: float, seconds: float) -> dict:
     headers = {"Authorization": f"Bearer {stack.token}"}
-    async with httpx.AsyncClient(base_url=stack.scheduler_url, headers=headers, timeout=60) as c:
+    # aiohttp's client: the load generator shares the cores with the stack, and httpx spent
+    # 60 % of a core on 200 submissions/s (a failed import per request before sniffio was a
+    # dependency; its pool's hand-out, quadratic in the waiting requests), CPU the stack
+    # then lacked; aiohttp spends 6 %
+    timeout = aiohttp.ClientTimeout(total=60)
+    async with aiohttp.ClientSession(stack.scheduler_url, headers=headers, timeout=timeout) as c:
         # 1. enqueue rate, with every job due at one later instant
         lead = max(5.0, jobs / 2000)
         due = datetime.now(UTC) + timedelta(seconds=lead)
         t0 = time.perf_counter()
         for start in range(0, jobs, 1000):
             body = {"jobs": [job_body("noop", run_at=due) for _ in range(min(1000, jobs - start))]}
-            resp = await c.post("/api/v1/jobs/batch", json=body)
-            resp.raise_for_status()
+            async with c.post("/api/v1/jobs/batch", json=body) as resp:
+                resp.raise_for_status()
         enqueue_s = time.perf_counter() - t0
         if datetime.now(UTC) >= due:
             raise SystemExit("enqueueing took longer than the lead time; raise it")
@@ -92,16 +98,16 @@ async def measure(stack: Stack, url: str, jobs: int, rate: float, seconds: float
         interval = 1.0 / rate
         start = time.perf_counter()
         # At most IN_FLIGHT submissions at once, fewer than the client's pool of connections:
-        # when the stack falls behind the rate, the rest wait here rather than in httpx's
-        # pool, whose hand-out slows with every waiting request until it stalls (seen: 14
+        # when the stack falls behind the rate, the rest wait here rather than in the client's
+        # pool (httpx's hand-out slowed with every waiting request until it stalled: 14
         # submissions/s, then httpx.PoolTimeout, on a machine where the stack took 120/s).
         # The run then reports the rate the scheduler accepted; the latency is measured from
         # the insert all the same.
         gate = asyncio.Semaphore(IN_FLIGHT)
 
-        async def send() -> httpx.Response:
-            async with gate:
-                return await c.post("/api/v1/jobs", json=job_body("noop"))
+        async def send() -> None:
+            async with gate, c.post("/api/v1/jobs", json=job_body("noop")) as resp:
+                resp.raise_for_status()
 
         sends = []
         for i in range(total):
@@ -109,12 +115,15 @@ async def measure(stack: Stack, url: str, jobs: int, rate: float, seconds: float
             if delay > 0:
                 await asyncio.sleep(delay)
             sends.append(asyncio.create_task(send()))
-        for resp in await asyncio.gather(*sends):
-            resp.raise_for_status()
+        await asyncio.gather(*sends)
         sent_s = time.perf_counter() - start
         await wait_final(url, total, timeout=max(120, 2 * sent_s))
-        lat = [(aware(r["started_at"]) - aware(r["created_at"])).total_seconds()
-               for r in await sql(url, "SELECT created_at, started_at FROM jobs")]
+        rows = await sql(url, "SELECT j.created_at, a.assigned_at, j.started_at FROM jobs j"
+                              " JOIN job_assignments a ON a.job_id = j.id")
+        lat = [(aware(r["started_at"]) - aware(r["created_at"])).total_seconds() for r in rows]
+        # the two legs: insert to assignment (the dispatcher), assignment to start (the worker)
+        legs = [[(aware(r[b]) - aware(r[a])).total_seconds() for r in rows]
+                for a, b in (("created_at", "assigned_at"), ("assigned_at", "started_at"))]
         paced = await succeeded_per_worker(url)
     return {
         "jobs": jobs, "succeeded": int(row["ok"]),
@@ -126,6 +135,8 @@ async def measure(stack: Stack, url: str, jobs: int, rate: float, seconds: float
         "enqueue_to_start_p50_ms": round(statistics.median(lat) * 1000, 2),
         "enqueue_to_start_p99_ms": round(pct(lat, 0.99) * 1000, 2),
         "enqueue_to_start_max_ms": round(max(lat) * 1000, 2),
+        "enqueue_to_assign_p50_ms": round(statistics.median(legs[0]) * 1000, 2),
+        "assign_to_start_p50_ms": round(statistics.median(legs[1]) * 1000, 2),
         **dict(zip(("drain_jobs_per_worker", "drain_balance_max_dev_pct"), balance(drained),
                    strict=True)),
         **dict(zip(("all_jobs_per_worker", "all_balance_max_dev_pct"),
@@ -151,7 +162,8 @@ def run_one(db: str | None, args: argparse.Namespace) -> dict:
 
 COMPARED = ("enqueue_jobs_per_s", "drain_jobs_per_s", "latency_accepted_per_s",
             "enqueue_to_start_p50_ms", "enqueue_to_start_p99_ms", "enqueue_to_start_max_ms",
-            "drain_balance_max_dev_pct", "all_balance_max_dev_pct")
+            "enqueue_to_assign_p50_ms", "assign_to_start_p50_ms", "drain_balance_max_dev_pct",
+            "all_balance_max_dev_pct")
 
 
 def main() -> None:
