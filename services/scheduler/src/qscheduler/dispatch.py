@@ -160,7 +160,9 @@ class Dispatcher:
                     _, again = await self.dispatch_once()
                     self.passes += 1
                     self.last_pass_at = time.monotonic()
-                    timeout = 0 if again else await self._sleep_time()
+                    # (a wake-up during the pass: the next pass at once, without asking when
+                    # the next job falls due)
+                    timeout = 0 if again or self.wake.is_set() else await self._sleep_time()
                 except StorageError as exc:
                     log.warning("dispatch pass failed: %s", exc)
                     timeout = 0.5
