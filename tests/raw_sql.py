@@ -1,9 +1,11 @@
 """Raw SQL on a test's own schema or database, for either backend: the tests plant and
-inspect rows with it (`raw_sql(dialect, url)`), written once with `$1` placeholders."""
+inspect rows with it (`raw_sql(dialect, url)`), written once with `$1` placeholders, and
+count what a statement read (`rows_read`)."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
@@ -152,3 +154,33 @@ async def raw_sql(dialect: str, url: str) -> AsyncIterator[RawSql]:
             conn.close()
     else:
         raise ValueError(f"no raw SQL connection for {dialect!r}")
+
+
+# -- what a statement read ------------------------------------------------------------------
+async def rows_read(raw: RawSql, sql: str, *args: Any) -> tuple[int, str]:
+    """What the statement read, and (PostgreSQL) its plan. PostgreSQL: its scan nodes' rows,
+    returned or removed by a filter, times their loops. MySQL: this session's handler
+    counters, with the index entries an index condition turned down (MariaDB's
+    Handler_icp_attempts; MySQL 8 does not count those)."""
+    if raw.dialect == "postgres":
+        [row] = await raw.fetch("EXPLAIN (ANALYZE, FORMAT JSON) " + sql, *args)
+        plan = json.loads(row["QUERY PLAN"])[0]["Plan"]
+
+        def read(node: dict[str, Any]) -> int:
+            own = 0
+            if "Scan" in node["Node Type"]:
+                own = (node["Actual Rows"] + node.get("Rows Removed by Filter", 0)) \
+                    * node["Actual Loops"]
+            return own + sum(read(child) for child in node.get("Plans", ()))
+
+        return read(plan), json.dumps(plan)
+
+    async def counted() -> int:
+        rows = await raw.fetch("SHOW SESSION STATUS WHERE Variable_name IN ('Handler_read_next',"
+                               " 'Handler_read_prev', 'Handler_read_rnd_next', 'Handler_icp_attempts')")
+        return sum(int(r["Value"]) for r in rows)
+
+    first = await counted()
+    second = await counted()  # what a SHOW STATUS reads itself
+    await raw.fetch(sql, *args)
+    return await counted() - second - (second - first), ""

@@ -19,6 +19,7 @@ from typing import Any
 import aiomysql
 import pytest
 from backends import mysql_params
+from raw_sql import raw_sql, rows_read
 from test_backup import dump, populate
 
 from qshared.backup import restore_backup
@@ -230,28 +231,17 @@ async def test_a_dispatch_pass_reads_only_the_jobs_a_worker_holds(
     await my.register_worker(make_worker(id="w1", concurrency=4))
     await my.register_worker(make_worker(id="w2", concurrency=4))
     await my.set_worker_status("w2", "stopped")
-    conn = await aiomysql.connect(**mysql_params(mysql_url), autocommit=True)
-    try:
-        async with conn.cursor() as cur:
-            await cur.execute(
-                "INSERT INTO jobs (queue_name, task_name, payload, status, worker_id)"
-                " WITH RECURSIVE n (i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 800)"
-                " SELECT 'default', 'noop', '{}', CASE WHEN i <= 2 THEN 'running'"
-                " WHEN i = 3 THEN 'assigned' WHEN i <= 400 THEN 'succeeded' ELSE 'running' END,"
-                " CASE WHEN i <= 400 THEN 'w1' ELSE 'w2' END FROM n")
-            await cur.execute("ANALYZE TABLE jobs")
-            await cur.fetchall()
-
-            async def handler_reads() -> int:  # rows read by index after the first
-                await cur.execute("SHOW SESSION STATUS LIKE 'Handler_read_next'")
-                return int((await cur.fetchall())[0][1])
-
-            before = await handler_reads()
-            await cur.execute(load_queries("mysql")["worker_capacity"], {"ttl_us": 60_000_000})
-            rows = await cur.fetchall()
-            reads = await handler_reads() - before
-    finally:
-        conn.close()
+    async with raw_sql("mysql", mysql_url) as raw:
+        await raw.execute(
+            "INSERT INTO jobs (queue_name, task_name, payload, status, worker_id)"
+            " WITH RECURSIVE n (i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 800)"
+            " SELECT 'default', 'noop', '{}', CASE WHEN i <= 2 THEN 'running'"
+            " WHEN i = 3 THEN 'assigned' WHEN i <= 400 THEN 'succeeded' ELSE 'running' END,"
+            " CASE WHEN i <= 400 THEN 'w1' ELSE 'w2' END FROM n")
+        await raw.fetch("ANALYZE TABLE jobs")
+        capacity = load_queries("mysql")["worker_capacity"], {"ttl_us": 60_000_000}
+        rows = [tuple(r.values()) for r in await raw.fetch(*capacity)]
+        reads, _ = await rows_read(raw, *capacity)
     assert [(r[0], r[-1]) for r in rows] == [("w1", 3)]  # (id, in_flight)
     print(f"rows read for one worker with 3 jobs in flight: {reads}")
     assert reads < 50, reads

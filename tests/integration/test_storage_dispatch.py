@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from datetime import timedelta
-from typing import Any
 
-from raw_sql import RawSql, raw_sql
+from raw_sql import raw_sql, rows_read
 
 from qshared.storage.base import PendingJob, Storage
 from qshared.storage.queries import load_queries
@@ -410,35 +408,6 @@ async def test_concurrent_dispatchers_never_assign_a_job_twice(
 
 
 # -- delayed jobs ---------------------------------------------------------------------------
-async def reads(raw: RawSql, sql: str, *args: Any) -> tuple[int, str]:
-    """What the statement read, and (PostgreSQL) its plan. PostgreSQL: its scan nodes' rows,
-    returned or removed by a filter, times their loops. MySQL: this session's handler
-    counters, with the index entries an index condition turned down (MariaDB's
-    Handler_icp_attempts; MySQL 8 does not count those)."""
-    if raw.dialect == "postgres":
-        [row] = await raw.fetch("EXPLAIN (ANALYZE, FORMAT JSON) " + sql, *args)
-        plan = json.loads(row["QUERY PLAN"])[0]["Plan"]
-
-        def read(node: dict[str, Any]) -> int:
-            own = 0
-            if "Scan" in node["Node Type"]:
-                own = (node["Actual Rows"] + node.get("Rows Removed by Filter", 0)) \
-                    * node["Actual Loops"]
-            return own + sum(read(child) for child in node.get("Plans", ()))
-
-        return read(plan), json.dumps(plan)
-
-    async def counted() -> int:
-        rows = await raw.fetch("SHOW SESSION STATUS WHERE Variable_name IN ('Handler_read_next',"
-                               " 'Handler_read_prev', 'Handler_read_rnd_next', 'Handler_icp_attempts')")
-        return sum(int(r["Value"]) for r in rows)
-
-    first = await counted()
-    second = await counted()  # what a SHOW STATUS reads itself
-    await raw.fetch(sql, *args)
-    return await counted() - second - (second - first), ""
-
-
 async def test_delayed_jobs_are_not_read_to_find_what_is_due(
     storage: Storage, backend: str, db_url: str, make_job
 ) -> None:
@@ -458,11 +427,11 @@ async def test_delayed_jobs_are_not_read_to_find_what_is_due(
         await storage.enqueue([make_job() for _ in range(3)])
         await raw.fetch("ANALYZE jobs" if backend == "postgres" else "ANALYZE TABLE jobs")
 
-        next_due, _ = await reads(raw, q["next_due_in"])
+        next_due, _ = await rows_read(raw, q["next_due_in"])
         if backend == "postgres":
-            pick, plan = await reads(raw, q["pick_pending"], ["default"], [60])
+            pick, plan = await rows_read(raw, q["pick_pending"], ["default"], [60])
         else:
-            pick, plan = await reads(raw, q["pick_due"], {"queue": "default", "limit": 60})
+            pick, plan = await rows_read(raw, q["pick_due"], {"queue": "default", "limit": 60})
     print(f"rows read with 10,000 delayed jobs: next_due_in {next_due}, pick {pick}")
     assert next_due <= 5
     assert pick <= 10
